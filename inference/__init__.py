@@ -1,0 +1,4 @@
+"""Posterior inference, the experimental-image front end and the command line.
+
+Only the ``ctxdefect`` entry point (:mod:`inference.cli`) imports this package.
+"""

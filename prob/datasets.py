@@ -1,0 +1,338 @@
+"""The datasets of DESIGN §5: builders and validators (xarray; units in attrs).
+
+========== ==================================================================
+kind       content
+========== ==================================================================
+TemplateBank   ``template(case, class, variant, y, x)``: noise-free images
+               [fraction of the incident beam] around a site of each class,
+               per grid case; case coords are the Context fields.
+PatchSet       ``patch(sample, y, x)``, ``class(sample)``, ``theta(sample,
+               param)`` and the Context fields per sample.
+SitePosterior  ``probability(prior, site, class)``, ``entropy(prior, site)``
+               [nats], ``map_class(prior, site)``, ``theta_mean/theta_sd(site,
+               param)``, ``pareto_k(site)``; coords ``x``, ``y`` [px],
+               ``site_type``; optional ``true_class(site)``.
+========== ==================================================================
+
+Every builder stamps ``ctxdefect_kind`` and the provenance attributes
+(:func:`prob.provenance.provenance`). :func:`validate_dataset` names each
+missing or malformed part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from prob.classes import CLASSES, classes_of, site_type_of
+from prob.context import ELEMENT_FIELDS, NUMERIC_FIELDS, Context, contexts_to_coords
+from prob.metrics import entropy as _entropy
+from prob.nuisance import PARAMS
+from prob.nuisance import UNITS as PARAM_UNITS
+from prob.provenance import provenance
+
+PRIORS: tuple[str, ...] = ("context_free", "context_aware")
+_CONTEXT_COORDS = ELEMENT_FIELDS + NUMERIC_FIELDS
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What a dataset kind must hold: variables and coordinates with their dims, attrs."""
+
+    kind: str
+    variables: Mapping[str, tuple[str, ...]]
+    coords: Mapping[str, tuple[str, ...]]
+    attrs: tuple[str, ...] = ()
+    optional: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+_PROVENANCE_ATTRS = ("ctxdefect_kind", "ctxdefect_version", "created_at", "seed")
+
+SCHEMAS: dict[str, Schema] = {
+    "TemplateBank": Schema(
+        "TemplateBank",
+        variables={"template": ("case", "class", "variant", "y", "x")},
+        coords={
+            "case_name": ("case",),
+            "class": ("class",),
+            "site_type": ("class",),
+            "variant": ("variant",),
+            "y": ("y",),
+            "x": ("x",),
+            **{name: ("case",) for name in _CONTEXT_COORDS},
+        },
+        attrs=(*_PROVENANCE_ATTRS, "sampling", "engine"),
+    ),
+    "PatchSet": Schema(
+        "PatchSet",
+        variables={
+            "patch": ("sample", "y", "x"),
+            "class": ("sample",),
+            "theta": ("sample", "param"),
+        },
+        coords={
+            "param": ("param",),
+            "site_type": ("sample",),
+            "y": ("y",),
+            "x": ("x",),
+            **{name: ("sample",) for name in _CONTEXT_COORDS},
+        },
+        attrs=(*_PROVENANCE_ATTRS, "sampling"),
+    ),
+    "SitePosterior": Schema(
+        "SitePosterior",
+        variables={
+            "probability": ("prior", "site", "class"),
+            "entropy": ("prior", "site"),
+            "map_class": ("prior", "site"),
+            "theta_mean": ("site", "param"),
+            "theta_sd": ("site", "param"),
+            "pareto_k": ("site",),
+        },
+        coords={
+            "prior": ("prior",),
+            "class": ("class",),
+            "param": ("param",),
+            "x": ("site",),
+            "y": ("site",),
+            "site_type": ("site",),
+        },
+        attrs=_PROVENANCE_ATTRS,
+        optional={"true_class": ("site",)},
+    ),
+}
+KINDS: tuple[str, ...] = tuple(SCHEMAS)
+
+
+def validate_dataset(ds: xr.Dataset, kind: str, *, source: str | None = None) -> xr.Dataset:
+    """Check `ds` against the schema of `kind`; return it unchanged.
+
+    Raises
+    ------
+    ValueError
+        Naming every missing or malformed part, e.g. ``PatchSet in 'p.nc': missing
+        variable 'theta'; coordinate 'x' has dims ('sample',), expected ('x',)``.
+    """
+    if kind not in SCHEMAS:
+        raise ValueError(f"kind={kind!r}: expected one of {', '.join(KINDS)}")
+    schema = SCHEMAS[kind]
+    problems: list[str] = []
+    for group, entries in (("variable", schema.variables), ("coordinate", schema.coords)):
+        for name, dims in entries.items():
+            if name not in ds.variables:
+                problems.append(f"missing {group} {name!r}")
+            elif ds[name].dims != dims:
+                problems.append(f"{group} {name!r} has dims {ds[name].dims}, expected {dims}")
+    for name, dims in schema.optional.items():
+        if name in ds.variables and ds[name].dims != dims:
+            problems.append(f"variable {name!r} has dims {ds[name].dims}, expected {dims}")
+    problems += [f"missing attribute {a!r}" for a in schema.attrs if a not in ds.attrs]
+    if not problems:
+        problems += _CONTENT_CHECKS[kind](ds)
+    if problems:
+        where = f" in {source!r}" if source else ""
+        raise ValueError(f"{kind}{where}: " + "; ".join(problems))
+    return ds
+
+
+def _check_labels(values: np.ndarray, name: str, allowed: Sequence[str]) -> list[str]:
+    bad = sorted(set(map(str, np.asarray(values).ravel())) - set(allowed))
+    return [f"{name} holds {bad[0]!r}, expected one of {', '.join(allowed)}"] if bad else []
+
+
+def _check_bank(ds: xr.Dataset) -> list[str]:
+    problems = _check_labels(ds["class"].values, "class", CLASSES)
+    if not problems:
+        expected = [site_type_of(c) for c in map(str, ds["class"].values)]
+        if list(map(str, ds["site_type"].values)) != expected:
+            problems.append("site_type does not match class")
+    if not float(ds.attrs["sampling"]) > 0:
+        problems.append(f"sampling={ds.attrs['sampling']!r}, expected > 0 Å")
+    return problems
+
+
+def _check_patches(ds: xr.Dataset) -> list[str]:
+    problems = _check_labels(ds["class"].values, "class", CLASSES)
+    if list(map(str, ds["param"].values)) != list(PARAMS):
+        problems.append(f"param is {list(map(str, ds['param'].values))}, expected {list(PARAMS)}")
+    if not problems:
+        expected = [site_type_of(c) for c in map(str, ds["class"].values)]
+        if list(map(str, ds["site_type"].values)) != expected:
+            problems.append("site_type does not match class")
+    return problems
+
+
+def _check_posterior(ds: xr.Dataset) -> list[str]:
+    problems = []
+    if list(map(str, ds["prior"].values)) != list(PRIORS):
+        problems.append(f"prior is {list(map(str, ds['prior'].values))}, expected {list(PRIORS)}")
+    if list(map(str, ds["class"].values)) != list(CLASSES):
+        problems.append(f"class is {list(map(str, ds['class'].values))}, expected {list(CLASSES)}")
+    p = ds["probability"].values
+    if np.any(~np.isfinite(p)) or np.any(p < 0) or not np.allclose(p.sum(-1), 1.0, atol=1e-5):
+        problems.append("probability: expected finite non-negative rows summing to 1 over class")
+    problems += _check_labels(ds["site_type"].values, "site_type", ("metal", "chalcogen"))
+    if "true_class" in ds:
+        problems += _check_labels(ds["true_class"].values, "true_class", CLASSES)
+    return problems
+
+
+_CONTENT_CHECKS = {
+    "TemplateBank": _check_bank,
+    "PatchSet": _check_patches,
+    "SitePosterior": _check_posterior,
+}
+
+
+def _grid_coords(shape: tuple[int, int], sampling: float) -> dict[str, tuple]:
+    ny, nx = shape
+    return {
+        "y": ("y", np.arange(ny) * sampling, {"units": "Å"}),
+        "x": ("x", np.arange(nx) * sampling, {"units": "Å"}),
+    }
+
+
+def _stamp(ds: xr.Dataset, kind: str, seed: int | None, attrs: Mapping[str, Any] | None):
+    ds.attrs = {"ctxdefect_kind": kind, **provenance(seed), **dict(attrs or {})}
+    return validate_dataset(ds, kind)
+
+
+def template_bank(
+    templates: np.ndarray,
+    *,
+    contexts: Sequence[Context],
+    case_names: Sequence[str],
+    sampling: float,
+    engine: str,
+    seed: int | None = None,
+    attrs: Mapping[str, Any] | None = None,
+) -> xr.Dataset:
+    """A TemplateBank from an array of shape (case, class, variant, y, x).
+
+    Class order is :data:`prob.classes.CLASSES`; NaN marks a class a case cannot hold.
+    ``sampling`` is the pixel size [Å/px]; ``engine`` names the simulator.
+    """
+    t = np.asarray(templates, dtype=np.float32)
+    if t.ndim != 5 or t.shape[0] != len(contexts) or t.shape[1] != len(CLASSES):
+        raise ValueError(
+            f"templates has shape {t.shape}: expected (case={len(contexts)}, "
+            f"class={len(CLASSES)}, variant, y, x)"
+        )
+    if len(case_names) != len(contexts):
+        raise ValueError(f"case_names has {len(case_names)} entries but {len(contexts)} contexts")
+    coords = {
+        "case_name": ("case", np.array(case_names, dtype=str)),
+        "class": ("class", np.array(CLASSES)),
+        "site_type": ("class", np.array([site_type_of(c) for c in CLASSES])),
+        "variant": ("variant", np.arange(t.shape[2])),
+        **_grid_coords(t.shape[3:], sampling),
+        **contexts_to_coords(contexts, "case"),
+    }
+    ds = xr.Dataset(
+        {"template": (("case", "class", "variant", "y", "x"), t, {"units": "1"})}, coords=coords
+    )
+    return _stamp(
+        ds,
+        "TemplateBank",
+        seed,
+        {"sampling": float(sampling), "engine": engine, **dict(attrs or {})},
+    )
+
+
+def patch_set(
+    patches: np.ndarray,
+    *,
+    labels: Sequence[str],
+    theta: np.ndarray,
+    contexts: Sequence[Context],
+    sampling: float,
+    seed: int | None = None,
+    attrs: Mapping[str, Any] | None = None,
+) -> xr.Dataset:
+    """A PatchSet from patches (sample, y, x), class labels, θ (sample, param) and contexts."""
+    x = np.asarray(patches, dtype=np.float32)
+    th = np.asarray(theta, dtype=float)
+    n = x.shape[0] if x.ndim == 3 else -1
+    if x.ndim != 3:
+        raise ValueError(f"patches has {x.ndim} dims: expected 3 (sample, y, x)")
+    if th.shape != (n, len(PARAMS)):
+        raise ValueError(f"theta has shape {th.shape}: expected ({n}, {len(PARAMS)})")
+    if len(labels) != n or len(contexts) != n:
+        raise ValueError(f"{len(labels)} labels and {len(contexts)} contexts for {n} patches")
+    coords = {
+        "param": ("param", np.array(PARAMS), {"units": _param_units()}),
+        "site_type": ("sample", np.array([site_type_of(c) for c in labels], dtype=str)),
+        **_grid_coords(x.shape[1:], sampling),
+        **contexts_to_coords(contexts, "sample"),
+    }
+    ds = xr.Dataset(
+        {
+            "patch": (("sample", "y", "x"), x, {"units": "1"}),
+            "class": ("sample", np.array(labels, dtype=str)),
+            "theta": (("sample", "param"), th),
+        },
+        coords=coords,
+    )
+    return _stamp(ds, "PatchSet", seed, {"sampling": float(sampling), **dict(attrs or {})})
+
+
+def _param_units() -> str:
+    """Units of the nuisance parameters, in PARAMS order, as one attribute string."""
+    return ", ".join(f"{p} [{PARAM_UNITS[p]}]" for p in PARAMS)
+
+
+def site_posterior(
+    probability: np.ndarray,
+    *,
+    x: np.ndarray,
+    y: np.ndarray,
+    site_type: Sequence[str],
+    theta_mean: np.ndarray,
+    theta_sd: np.ndarray,
+    pareto_k: np.ndarray,
+    context: Context,
+    true_class: Sequence[str] | None = None,
+    seed: int | None = None,
+    attrs: Mapping[str, Any] | None = None,
+) -> xr.Dataset:
+    """A SitePosterior from class probabilities of shape (prior, site, class).
+
+    The class axis covers all of :data:`prob.classes.CLASSES`; classes of the
+    other site type must have probability 0. Entropy [nats] and the MAP class are
+    derived here, so they always agree with ``probability``.
+    """
+    p = np.asarray(probability, dtype=float)
+    n = len(site_type)
+    if p.shape != (len(PRIORS), n, len(CLASSES)):
+        raise ValueError(
+            f"probability has shape {p.shape}: expected ({len(PRIORS)}, {n}, {len(CLASSES)})"
+        )
+    for i, st in enumerate(site_type):
+        others = [k for k, c in enumerate(CLASSES) if c not in classes_of(st)]
+        if np.any(p[:, i, others] > 0):
+            raise ValueError(f"probability of site {i} ({st}) puts mass on another site type")
+    classes = np.array(CLASSES)
+    data = {
+        "probability": (("prior", "site", "class"), p),
+        "entropy": (("prior", "site"), _entropy(p), {"units": "nats"}),
+        "map_class": (("prior", "site"), classes[p.argmax(-1)]),
+        "theta_mean": (("site", "param"), np.asarray(theta_mean, dtype=float)),
+        "theta_sd": (("site", "param"), np.asarray(theta_sd, dtype=float)),
+        "pareto_k": ("site", np.asarray(pareto_k, dtype=float)),
+    }
+    if true_class is not None:
+        data["true_class"] = ("site", np.array(true_class, dtype=str))
+    coords = {
+        "prior": ("prior", np.array(PRIORS)),
+        "class": ("class", classes),
+        "param": ("param", np.array(PARAMS), {"units": _param_units()}),
+        "x": ("site", np.asarray(x, dtype=float), {"units": "px"}),
+        "y": ("site", np.asarray(y, dtype=float), {"units": "px"}),
+        "site_type": ("site", np.array(site_type, dtype=str)),
+    }
+    ds = xr.Dataset(data, coords=coords)
+    return _stamp(ds, "SitePosterior", seed, {**context.to_attrs(), **dict(attrs or {})})

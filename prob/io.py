@@ -1,0 +1,113 @@
+"""netCDF on disk: atomic writes, safe attribute encoding, validated reads.
+
+netCDF attributes hold strings and numbers only. Attributes that are bools,
+None, dicts, lists or tuples are stored as a string ``"json:<JSON>"`` and
+decoded on read, so a dataset read back is identical to the one written.
+Writes go to a temporary file in the target's folder, then ``os.replace`` it:
+a failure at any point leaves nothing at the target path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from prob.datasets import KINDS, validate_dataset
+
+_JSON = "json:"
+
+
+def encode_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """netCDF-safe copy of `attrs`."""
+    out: dict[str, Any] = {}
+    for key, value in attrs.items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, str) and value.startswith(_JSON):
+            out[key] = _JSON + json.dumps(value)  # a literal string that looks encoded
+        elif isinstance(value, bool) or value is None or isinstance(value, dict | list | tuple):
+            out[key] = _JSON + json.dumps(value)
+        else:
+            out[key] = value
+    return out
+
+
+def decode_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`encode_attrs`."""
+    out: dict[str, Any] = {}
+    for key, value in attrs.items():
+        if isinstance(value, str) and value.startswith(_JSON):
+            value = json.loads(value[len(_JSON) :])
+        out[key] = value
+    return out
+
+
+def _map_attrs(ds: xr.Dataset, fn: Any) -> xr.Dataset:
+    ds = ds.copy()
+    ds.attrs = fn(ds.attrs)
+    for variable in ds.variables.values():
+        variable.attrs = fn(variable.attrs)
+    return ds
+
+
+def write_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Validate `ds` (if it declares a kind) and write it atomically to `path`."""
+    target = Path(path)
+    if "ctxdefect_kind" in ds.attrs:
+        validate_dataset(ds, ds.attrs["ctxdefect_kind"])
+    if not target.parent.is_dir():
+        raise ValueError(f"path={str(target)!r}: folder {str(target.parent)!r} does not exist")
+    encoded = _map_attrs(ds, encode_attrs)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        encoded.to_netcdf(tmp, engine="netcdf4")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def read_netcdf(path: str | os.PathLike, kind: str | None = None) -> xr.Dataset:
+    """Read a dataset fully into memory, decode its attributes and validate it.
+
+    Parameters
+    ----------
+    path : path-like
+    kind : str or None
+        Expected kind (one of :data:`prob.datasets.KINDS`); None accepts the kind
+        the file declares, or no kind.
+
+    Raises
+    ------
+    ValueError
+        If the file is missing or unreadable, or its content does not match the kind.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise ValueError(f"path={str(source)!r}: no such file")
+    try:
+        ds = xr.load_dataset(source, engine="netcdf4")
+    except Exception as err:  # netCDF4/HDF5 raise several types for a damaged file
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"path={str(source)!r}: not a readable netCDF file ({reason})") from None
+    ds = _map_attrs(ds, decode_attrs)
+    declared = ds.attrs.get("ctxdefect_kind")
+    if kind is not None:
+        if kind not in KINDS:
+            raise ValueError(f"kind={kind!r}: expected one of {', '.join(KINDS)}")
+        if declared != kind:
+            raise ValueError(
+                f"path={str(source)!r}: holds a {declared or 'plain'} dataset, expected a {kind}"
+            )
+    if declared is not None:
+        validate_dataset(ds, declared, source=str(source))
+    return ds

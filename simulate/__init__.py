@@ -1,0 +1,1 @@
+"""Physics: abTEM template bank and the nuisance renderer (not built yet)."""
