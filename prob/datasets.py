@@ -3,9 +3,13 @@
 ========== ==================================================================
 kind       content
 ========== ==================================================================
-TemplateBank   ``template(case, class, variant, y, x)``: noise-free images
-               [fraction of the incident beam] around a site of each class,
-               per grid case; case coords are the Context fields.
+TemplateBank   noise-free images [fraction of the incident beam] around a
+               site of each class, per grid case: ``template(case, class,
+               variant, y, x)`` of DESIGN §5, stored once per distinct image
+               as ``template(entry, variant, y, x)`` with ``entry_index(case,
+               class)`` (−1: the class cannot occur in the case) —
+               :func:`bank_templates` gives the view by case and class.
+               Case coords are the Context fields.
 PatchSet       ``patch(sample, y, x)``, ``class(sample)``, ``theta(sample,
                param)`` and the Context fields per sample.
 SitePosterior  ``probability(prior, site, class)``, ``entropy(prior, site)``
@@ -55,9 +59,13 @@ _PROVENANCE_ATTRS = ("ctxdefect_kind", "ctxdefect_version", "created_at", "seed"
 SCHEMAS: dict[str, Schema] = {
     "TemplateBank": Schema(
         "TemplateBank",
-        variables={"template": ("case", "class", "variant", "y", "x")},
+        variables={
+            "template": ("entry", "variant", "y", "x"),
+            "entry_index": ("case", "class"),
+        },
         coords={
             "case_name": ("case",),
+            "entry_name": ("entry",),
             "class": ("class",),
             "site_type": ("class",),
             "variant": ("variant",),
@@ -145,13 +153,23 @@ def _check_labels(values: np.ndarray, name: str, allowed: Sequence[str]) -> list
 
 
 def _check_bank(ds: xr.Dataset) -> list[str]:
-    problems = _check_labels(ds["class"].values, "class", CLASSES)
-    if not problems:
-        expected = [site_type_of(c) for c in map(str, ds["class"].values)]
-        if list(map(str, ds["site_type"].values)) != expected:
-            problems.append("site_type does not match class")
+    problems = []
+    if list(map(str, ds["class"].values)) != list(CLASSES):
+        problems.append(f"class is {list(map(str, ds['class'].values))}, expected {list(CLASSES)}")
+    elif list(map(str, ds["site_type"].values)) != [site_type_of(c) for c in CLASSES]:
+        problems.append("site_type does not match class")
     if not float(ds.attrs["sampling"]) > 0:
         problems.append(f"sampling={ds.attrs['sampling']!r}, expected > 0 Å")
+    index = ds["entry_index"].values
+    if not np.issubdtype(index.dtype, np.integer):
+        problems.append(f"entry_index has dtype {index.dtype}, expected integers")
+    elif index.size and (index.min() < -1 or index.max() >= ds.sizes["entry"]):
+        problems.append(
+            f"entry_index spans [{index.min()}, {index.max()}], expected "
+            f"[-1, {ds.sizes['entry'] - 1}]"
+        )
+    elif not np.all(np.isfinite(ds["template"].values)):
+        problems.append("template holds non-finite values")
     return problems
 
 
@@ -204,43 +222,71 @@ def _stamp(ds: xr.Dataset, kind: str, seed: int | None, attrs: Mapping[str, Any]
 def template_bank(
     templates: np.ndarray,
     *,
+    entry_index: np.ndarray,
+    entry_names: Sequence[str],
     contexts: Sequence[Context],
     case_names: Sequence[str],
+    variants: Sequence[str],
     sampling: float,
     engine: str,
     seed: int | None = None,
+    variant_coords: Mapping[str, Sequence[Any]] | None = None,
     attrs: Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
-    """A TemplateBank from an array of shape (case, class, variant, y, x).
+    """A TemplateBank from distinct templates (entry, variant, y, x) and their index.
 
-    Class order is :data:`prob.classes.CLASSES`; NaN marks a class a case cannot hold.
-    ``sampling`` is the pixel size [Å/px]; ``engine`` names the simulator.
+    ``entry_index`` has shape (case, class) over :data:`prob.classes.CLASSES`,
+    −1 where the class cannot occur in the case. ``sampling`` is the pixel size
+    [Å/px]; ``engine`` names the simulator; ``variant_coords`` adds per-variant
+    coordinates (e.g. defocus [Å]).
     """
     t = np.asarray(templates, dtype=np.float32)
-    if t.ndim != 5 or t.shape[0] != len(contexts) or t.shape[1] != len(CLASSES):
+    index = np.asarray(entry_index, dtype=np.int32)
+    if t.ndim != 4 or t.shape[0] != len(entry_names) or t.shape[1] != len(variants):
         raise ValueError(
-            f"templates has shape {t.shape}: expected (case={len(contexts)}, "
-            f"class={len(CLASSES)}, variant, y, x)"
+            f"templates has shape {t.shape}: expected (entry={len(entry_names)}, "
+            f"variant={len(variants)}, y, x)"
+        )
+    if index.shape != (len(contexts), len(CLASSES)):
+        raise ValueError(
+            f"entry_index has shape {index.shape}: expected ({len(contexts)}, {len(CLASSES)})"
         )
     if len(case_names) != len(contexts):
         raise ValueError(f"case_names has {len(case_names)} entries but {len(contexts)} contexts")
     coords = {
         "case_name": ("case", np.array(case_names, dtype=str)),
+        "entry_name": ("entry", np.array(entry_names, dtype=str)),
         "class": ("class", np.array(CLASSES)),
         "site_type": ("class", np.array([site_type_of(c) for c in CLASSES])),
-        "variant": ("variant", np.arange(t.shape[2])),
-        **_grid_coords(t.shape[3:], sampling),
+        "variant": ("variant", np.array(variants, dtype=str)),
+        **{k: ("variant", np.asarray(v)) for k, v in dict(variant_coords or {}).items()},
+        **_grid_coords(t.shape[2:], sampling),
         **contexts_to_coords(contexts, "case"),
     }
     ds = xr.Dataset(
-        {"template": (("case", "class", "variant", "y", "x"), t, {"units": "1"})}, coords=coords
+        {
+            "template": (("entry", "variant", "y", "x"), t, {"units": "1"}),
+            "entry_index": (("case", "class"), index),
+        },
+        coords=coords,
     )
-    return _stamp(
-        ds,
-        "TemplateBank",
-        seed,
-        {"sampling": float(sampling), "engine": engine, **dict(attrs or {})},
-    )
+    extra = {"sampling": float(sampling), "engine": engine, **dict(attrs or {})}
+    return _stamp(ds, "TemplateBank", seed, extra)
+
+
+def bank_templates(bank: xr.Dataset, case: int, label: str) -> np.ndarray:
+    """Templates (variant, y, x) of class `label` in case number `case` of a TemplateBank.
+
+    Raises
+    ------
+    ValueError
+        If the class cannot occur in that case.
+    """
+    entry = int(bank["entry_index"].values[case, CLASSES.index(label)])
+    if entry < 0:
+        name = str(bank["case_name"].values[case])
+        raise ValueError(f"class={label!r}: cannot occur in case {name}")
+    return bank["template"].values[entry]
 
 
 def patch_set(

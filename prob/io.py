@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +57,11 @@ def _map_attrs(ds: xr.Dataset, fn: Any) -> xr.Dataset:
     return ds
 
 
-def write_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
-    """Validate `ds` (if it declares a kind) and write it atomically to `path`."""
+def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, *, compress: Sequence[str] = ()) -> Path:
+    """Validate `ds` (if it declares a kind) and write it atomically to `path`.
+
+    Variables named in `compress` are stored zlib-compressed (lossless).
+    """
     target = Path(path)
     if "ctxdefect_kind" in ds.attrs:
         validate_dataset(ds, ds.attrs["ctxdefect_kind"])
@@ -68,7 +71,8 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
-        encoded.to_netcdf(tmp, engine="netcdf4")
+        encoding = {name: {"zlib": True, "complevel": 4, "shuffle": True} for name in compress}
+        encoded.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -55,6 +55,17 @@ def validate_positive_int(field: str, value: Any) -> int:
         whole = not isinstance(value, bool) and float(value).is_integer()
     except (TypeError, ValueError):
         whole = False
-    if not whole or int(value) <= 0:
+    if not whole or int(float(value)) <= 0:
         raise ValueError(f"{field}={value!r}: expected a whole number greater than 0")
-    return int(value)
+    return int(float(value))
+
+
+def validate_seed(field: str, value: Any) -> int:
+    """Coerce `value` to a seed: a whole number ≥ 0."""
+    try:
+        whole = not isinstance(value, bool) and float(value).is_integer()
+    except (TypeError, ValueError):
+        whole = False
+    if not whole or int(float(value)) < 0:
+        raise ValueError(f"{field}={value!r}: expected a whole number ≥ 0")
+    return int(float(value))

@@ -5,7 +5,14 @@ from xarray.testing import assert_identical
 
 from prob.classes import CLASSES
 from prob.context import NONE, Context
-from prob.datasets import PRIORS, patch_set, site_posterior, template_bank, validate_dataset
+from prob.datasets import (
+    PRIORS,
+    bank_templates,
+    patch_set,
+    site_posterior,
+    template_bank,
+    validate_dataset,
+)
 from prob.grid import grid_cases
 from prob.io import decode_attrs, encode_attrs, read_netcdf, write_netcdf
 from prob.nuisance import PARAMS
@@ -14,17 +21,30 @@ from prob.nuisance import PARAMS
 @pytest.fixture
 def bank(rng):
     cases = grid_cases("dopant")[:2]
-    t = rng.random((2, len(CLASSES), 3, 8, 8)).astype(np.float32)
-    t[:, CLASSES.index("XS")] = np.nan  # no substituent in the dopant grid
+    index = np.tile(np.arange(len(CLASSES)), (2, 1))
+    index[:, CLASSES.index("XS")] = -1  # no substituent in the dopant grid
+    index[1, CLASSES.index("D")] = len(CLASSES)  # each case has its own dopant entry
+    names = [f"entry{i}" for i in range(len(CLASSES) + 1)]
     return template_bank(
-        t,
+        rng.random((len(names), 3, 8, 8)),
+        entry_index=index,
+        entry_names=names,
         contexts=[c.context for c in cases],
         case_names=[c.name for c in cases],
+        variants=["a", "b", "c"],
+        variant_coords={"defocus": [0.0, 20.0, 0.0]},
         sampling=0.2,
         engine="test",
         seed=3,
         attrs={"frozen_phonons": 4, "prism": True, "settings": {"interpolation": 2}},
     )
+
+
+def test_bank_templates_by_case_and_class(bank):
+    assert np.array_equal(bank_templates(bank, 1, "D"), bank["template"].values[len(CLASSES)])
+    assert np.array_equal(bank_templates(bank, 0, "M"), bank["template"].values[0])
+    with pytest.raises(ValueError, match="class='XS': cannot occur in case"):
+        bank_templates(bank, 0, "XS")
 
 
 @pytest.fixture
@@ -145,7 +165,11 @@ def test_reader_names_what_is_wrong(bank, patches, tmp_path):
         read_netcdf(tmp_path / "broken.nc")
 
 
-def test_validators_check_content(patches, posterior):
+def test_validators_check_content(bank, patches, posterior):
+    broken = bank.copy()
+    broken["entry_index"] = broken["entry_index"] + 5
+    with pytest.raises(ValueError, match="entry_index spans"):
+        validate_dataset(broken, "TemplateBank")
     bad = patches.copy()
     bad["class"] = ("sample", np.array(["M", "D", "X2", "VX", "Q"]))
     with pytest.raises(ValueError, match="class holds 'Q'"):

@@ -1,0 +1,415 @@
+"""Building a TemplateBank: plan the abTEM runs, run the missing ones with dask, assemble.
+
+Two engines:
+
+- ``columns`` (default): one abTEM run per *column profile* — a column kind
+  (e.g. Re alone, an S pair 3.17 Å apart) at a beam energy and defocus — and
+  every template is the sum of the profiles of its columns
+  (:mod:`simulate.columns`, :mod:`simulate.templates`). A profile serves every
+  case that holds that column, so all 660 cases need 258 profiles.
+- ``cell``: one full-cell abTEM run (multislice or PRISM) per distinct
+  template window (:mod:`simulate.cell`) — the reference; exact cross-talk, and
+  ~100× the cost.
+
+Every run is one dask task: a local cluster of one process per core by
+default, or the dask.distributed scheduler at ``scheduler`` (``tcp://HOST:PORT``).
+Results go to a per-run cache folder as they arrive (one ``.npy`` per run, atomic
+writes), so a killed build, restarted, redoes nothing it finished; the log
+names the cases whose runs were all cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import xarray as xr
+
+from prob.classes import CLASSES, applies
+from prob.context import NONE
+from prob.datasets import template_bank
+from prob.grid import Case
+from prob.materials import get_host
+from simulate.cell import simulate_window
+from simulate.columns import RADII, ColumnKind, detector_profile, simulate_profile
+from simulate.engine import EngineConfig
+from simulate.templates import SAMPLING, VARIANTS, WINDOW, assemble, radial_spline, site_columns
+
+Engine = Literal["columns", "cell"]
+
+
+@dataclass(frozen=True)
+class BankConfig:
+    """How a bank is simulated.
+
+    Parameters
+    ----------
+    engine : {"columns", "cell"}
+    abtem : EngineConfig
+    seed : int
+        Seeds every frozen-phonon draw.
+    cell_repeats : (int, int)
+        Supercell of the cell engine, in a × √3·a rectangles (10 × 6 ≈ 3.2 nm:
+        PRISM with interpolation 2 then has a 1.6 nm probe window).
+    """
+
+    engine: Engine = "columns"
+    abtem: EngineConfig = field(default_factory=EngineConfig)
+    seed: int = 0
+    cell_repeats: tuple[int, int] = (10, 6)
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("columns", "cell"):
+            raise ValueError(f"engine={self.engine!r}: expected 'columns' or 'cell'")
+
+    def fingerprint(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class ProfileRun:
+    """One column profile at one beam energy, convergence and defocus."""
+
+    kind: ColumnKind
+    kv: float
+    convergence: float
+    defocus: float
+
+    @property
+    def slug(self) -> str:
+        name = self.kind.name.replace("@", "_d").replace("-", "")
+        return f"profile_{self.kv:g}kV_{self.convergence:g}mrad_df{self.defocus:g}_{name}"
+
+    def run(self, config: BankConfig, metals: set[str]) -> np.ndarray:
+        return simulate_profile(
+            self.kind,
+            kv=self.kv,
+            convergence=self.convergence,
+            defocus=self.defocus,
+            config=config.abtem,
+            metals=metals,
+            seed=config.seed,
+            scheduler="synchronous",
+        )
+
+
+@dataclass(frozen=True)
+class CellRun:
+    """One full-cell window: a class (with its species) in a host, variant, kV, convergence."""
+
+    host: str
+    label: str
+    species: str
+    variant: int
+    kv: float
+    convergence: float
+
+    @property
+    def slug(self) -> str:
+        species = f"_{self.species}" if self.species else ""
+        return (
+            f"cell_{self.host}_{self.kv:g}kV_{self.convergence:g}mrad_{self.label}{species}"
+            f"_v{self.variant}"
+        )
+
+    def run(self, config: BankConfig, metals: set[str]) -> np.ndarray:
+        return simulate_window(
+            self.label,
+            _entry_context(self.host, self.label, self.species),
+            VARIANTS[self.variant],
+            kv=self.kv,
+            convergence=self.convergence,
+            config=config.abtem,
+            repeats=config.cell_repeats,
+            seed=config.seed,
+            scheduler="synchronous",
+        )
+
+
+Run = ProfileRun | CellRun
+
+
+class RunCache:
+    """One ``.npy`` per finished run in `folder`, keyed by the run and the bank config."""
+
+    def __init__(self, folder: str | os.PathLike, config: BankConfig) -> None:
+        self.folder = Path(folder)
+        self.config = config
+        self._config_key = hashlib.sha256(config.fingerprint().encode()).hexdigest()[:10]
+
+    def path(self, run: Run) -> Path:
+        return self.folder / f"{run.slug}_{self._config_key}.npy"
+
+    def __contains__(self, run: Run) -> bool:
+        return self.path(run).is_file()
+
+    def load(self, run: Run) -> np.ndarray:
+        return np.load(self.path(run))
+
+    def save(self, run: Run, array: np.ndarray) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".run.", suffix=".npy", dir=self.folder)
+        os.close(fd)
+        try:
+            np.save(tmp, np.asarray(array, dtype=np.float32))
+            os.replace(tmp, self.path(run))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _species(label: str, context) -> str:
+    if label == "D":
+        return context.dopant
+    if label == "XS":
+        return context.substituent
+    return ""
+
+
+def _entry_context(host: str, label: str, species: str):
+    from prob.context import Context
+
+    return Context.from_host(
+        host,
+        dopant=species if label == "D" else NONE,
+        substituent=species if label == "XS" else NONE,
+    )
+
+
+def entry_key(case: Case, label: str) -> tuple:
+    """What a template depends on: host, kV, convergence, detector, class, species."""
+    c = case.context
+    return (
+        c.host,
+        c.kv,
+        c.convergence,
+        c.detector_inner,
+        c.detector_outer,
+        label,
+        _species(label, c),
+    )
+
+
+def _entry_name(key: tuple) -> str:
+    host, kv, conv, inner, outer, label, species = key
+    tail = f"-{species}" if species else ""
+    return f"{host}-{kv:g}kV-{conv:g}mrad-{inner:g}_{outer:g}mrad-{label}{tail}"
+
+
+def runs_for_entry(key: tuple, engine: Engine) -> list[Run]:
+    """The abTEM runs one template entry (all its variants) needs."""
+    host, kv, conv, _, _, label, species = key
+    if engine == "cell":
+        return [CellRun(host, label, species, v, kv, conv) for v in range(len(VARIANTS))]
+    context = _entry_context(host, label, species)
+    runs = {
+        ProfileRun(p.kind, kv, conv, variant.defocus)
+        for variant in VARIANTS
+        for p in site_columns(label, context, variant)
+    }
+    return sorted(runs, key=lambda r: r.slug)
+
+
+def plan(cases: Sequence[Case], engine: Engine) -> tuple[dict, dict[str, set]]:
+    """Entries per case and class, and the runs each case needs."""
+    entries: dict[tuple, list[Run]] = {}
+    needs: dict[str, set] = {}
+    for case in cases:
+        needs[case.name] = set()
+        for label in CLASSES:
+            if not applies(label, case.context):
+                continue
+            key = entry_key(case, label)
+            if key not in entries:
+                entries[key] = runs_for_entry(key, engine)
+            needs[case.name].update(entries[key])
+    return entries, needs
+
+
+def _metals(cases: Iterable[Case]) -> set[str]:
+    metals = set()
+    for case in cases:
+        metals.add(case.context.host_metal)
+        if case.context.dopant not in (None, NONE):
+            metals.add(case.context.dopant)
+    return metals
+
+
+def run_missing(
+    runs: Sequence[Run],
+    cache: RunCache,
+    metals: set[str],
+    *,
+    scheduler: str | None,
+    workers: int,
+    processes: bool,
+    progress: bool | None,
+    log: Callable[[str], None],
+) -> None:
+    """Compute `runs` with dask (local cluster or `scheduler`), saving each as it finishes.
+
+    A local cluster of processes starts its workers with ``spawn``: a script that
+    calls this must guard its entry point with ``if __name__ == "__main__":``.
+    """
+    if not runs:
+        return
+    from dask.distributed import Client, LocalCluster, as_completed
+    from tqdm import tqdm
+
+    config = cache.config
+
+    def task(run: Run) -> np.ndarray:
+        return run.run(config, metals)
+
+    if scheduler:
+        client = Client(scheduler)
+        cluster = None
+    else:
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=processes,
+            dashboard_address=":0",
+            silence_logs=40,
+        )
+        client = Client(cluster)
+    show = sys.stderr.isatty() if progress is None else progress
+    try:
+        futures = client.map(task, list(runs), key=[r.slug for r in runs], pure=False)
+        by_key = {f.key: r for f, r in zip(futures, runs, strict=True)}
+        with tqdm(total=len(runs), disable=not show, desc="abTEM runs", unit="run") as bar:
+            for future in as_completed(futures):
+                run = by_key[future.key]
+                cache.save(run, future.result())
+                log(f"done {run.slug}")
+                bar.update()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def assemble_entry(key: tuple, runs: Sequence[Run], cache: RunCache, engine: Engine) -> np.ndarray:
+    """Templates (variant, WINDOW, WINDOW) of one entry from its cached runs."""
+    host, kv, conv, inner, outer, label, species = key
+    edges = cache.config.abtem.angle_edges
+    if engine == "cell":
+        return np.stack(
+            [
+                cache.load(r)[..., _bins(edges, inner, outer)].sum(-1)
+                for r in sorted(runs, key=lambda r: r.variant)
+            ]
+        )
+    context = _entry_context(host, label, species)
+    out = []
+    for variant in VARIANTS:
+        splines = {}
+        placed = site_columns(label, context, variant)
+        for p in placed:
+            if p.kind not in splines:
+                run = ProfileRun(p.kind, kv, conv, variant.defocus)
+                profile = detector_profile(cache.load(run), edges, inner, outer)
+                splines[p.kind] = radial_spline(profile)
+        out.append(assemble(placed, splines))
+    return np.stack(out)
+
+
+def _bins(edges: np.ndarray, inner: float, outer: float) -> slice:
+    lo = int(np.flatnonzero(np.isclose(edges, inner))[0])
+    hi = int(np.flatnonzero(np.isclose(edges, outer))[0])
+    return slice(lo, hi)
+
+
+def build_bank(
+    cases: Sequence[Case],
+    *,
+    config: BankConfig,
+    cache_dir: str | os.PathLike,
+    scheduler: str | None = None,
+    workers: int = 2,
+    processes: bool = True,
+    progress: bool | None = None,
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+    attrs: dict | None = None,
+) -> xr.Dataset:
+    """Simulate (what is not cached) and assemble the TemplateBank of `cases`."""
+    if not cases:
+        raise ValueError("cases: expected at least one case to simulate")
+    for case in cases:
+        c = case.context
+        edges = config.abtem.angle_edges
+        for angle in (c.detector_inner, c.detector_outer):
+            if not np.any(np.isclose(edges, angle)):
+                raise ValueError(
+                    f"detector angle {angle:g} mrad of case {case.name}: expected a multiple of "
+                    f"{config.abtem.angle_step:g} up to {config.abtem.max_angle:g} mrad"
+                )
+    cache = RunCache(cache_dir, config)
+    entries, needs = plan(cases, config.engine)
+    runs = sorted({r for rs in entries.values() for r in rs}, key=lambda r: r.slug)
+    missing = [r for r in runs if r not in cache]
+    finished = [name for name, rs in needs.items() if all(r in cache for r in rs)]
+    log(f"{len(runs)} abTEM runs for {len(cases)} cases; {len(runs) - len(missing)} cached")
+    if finished:
+        log(f"skipped {len(finished)} finished cases (all runs cached): {', '.join(finished)}")
+    run_missing(
+        missing,
+        cache,
+        _metals(cases),
+        scheduler=scheduler,
+        workers=workers,
+        processes=processes,
+        progress=progress,
+        log=log,
+    )
+    keys = list(entries)
+    templates = np.stack([assemble_entry(k, entries[k], cache, config.engine) for k in keys])
+    position = {k: i for i, k in enumerate(keys)}
+    index = np.full((len(cases), len(CLASSES)), -1, dtype=np.int32)
+    for i, case in enumerate(cases):
+        for j, label in enumerate(CLASSES):
+            if applies(label, case.context):
+                index[i, j] = position[entry_key(case, label)]
+    engine_text = {
+        "columns": "abTEM column profiles summed at the column positions (simulate.columns)",
+        "cell": f"abTEM full-cell {config.abtem.method} (simulate.cell)",
+    }[config.engine]
+    return template_bank(
+        templates,
+        entry_index=index,
+        entry_names=[_entry_name(k) for k in keys],
+        contexts=[c.context for c in cases],
+        case_names=[c.name for c in cases],
+        variants=[v.name for v in VARIANTS],
+        variant_coords={
+            "defocus": [v.defocus for v in VARIANTS],
+            "strain": [v.strain for v in VARIANTS],
+            "defective_neighbour": [int(v.neighbour) for v in VARIANTS],
+        },
+        sampling=SAMPLING,
+        engine=config.engine,
+        seed=config.seed,
+        attrs={
+            "engine_description": engine_text,
+            "window_px": WINDOW,
+            "abtem_runs": len(runs),
+            "profile_radius_step": float(RADII[1] - RADII[0]),
+            "cell_repeats": list(config.cell_repeats),
+            "host_lattice": {c.context.host: _lattice_text(c.context.host) for c in cases},
+            **config.abtem.to_attrs(),
+            **dict(attrs or {}),
+        },
+    )
+
+
+def _lattice_text(host: str) -> str:
+    h = get_host(host)
+    return f"a={h.a} Å, X–X={h.thickness} Å"

@@ -1,0 +1,303 @@
+"""The nuisance renderer: from a noise-free template to the patch a detector records.
+
+For a template T (fraction of the incident beam, ``SAMPLING`` Å/px) and
+nuisance θ = (amplitude, background, blur, dx, dy, dose):
+
+1. **Blur and offset.** T is filtered by a Gaussian of rms ``blur`` [Å] (finite
+   source size) and shifted so that the site sits at (dx, dy) [Å] from the patch
+   centre; the filter is applied exactly in Fourier space over the template
+   window and the central ``PATCH × PATCH`` pixels are kept (the window's margin
+   is wider than the filter reaches). The operation is separable:
+   ``mean = A_y · T · A_xᵀ`` with ``A`` a (PATCH × WINDOW) matrix per sample —
+   :func:`filter_matrices`, shared with the differentiable likelihood.
+2. **Scan-line jitter** (optional, off by default): every row gets its own extra
+   x offset ~ N(0, ``jitter``²) [Å].
+3. **Counting noise.** A pixel receives N_e = dose · SAMPLING² electrons; the
+   detector counts k ~ Poisson(N_e · (mean + background)).
+4. **Read noise and gain.** The recorded value is
+   ``x = amplitude · (k + ε) / N_e`` with ε ~ N(0, ``read_noise``²) in units of
+   one detected electron. So x is in fractions of the beam, scaled by the gain.
+
+**Priors on θ** (:class:`NuisancePrior`), independent:
+
+- amplitude ~ LogNormal(0, 0.15): detector gain known to about ±15 %;
+- background ~ Uniform(0, 0.005): diffuse scattering from contamination or the
+  support, as a fraction of the beam (HAADF column peaks are 0.003–0.05);
+- blur ~ Uniform(0.2, 0.5) Å: effective source size of an aberration-corrected
+  probe (FWHM 0.5–1.2 Å);
+- dx, dy ~ Normal(0, 0.1 Å): residual error of the column position;
+- dose ~ LogUniform(10⁴, 10⁶) e/Å²: from beam-sensitive to generous imaging.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+
+from prob.classes import CLASSES, classes_of
+from prob.context import contexts_from_coords
+from prob.datasets import patch_set
+from prob.nuisance import PARAMS
+from prob.priors import context_aware_prior
+from prob.validate import validate_number
+from simulate.templates import SAMPLING, WINDOW
+
+PATCH = 21  # [px] patch side; 4.2 Å at 0.2 Å/px: the site and its nearest neighbours
+
+
+@dataclass(frozen=True)
+class NuisancePrior:
+    """Priors on θ and the fixed detector noise (see the module docstring).
+
+    Parameters
+    ----------
+    amplitude_log_sd : float
+        sd of log(amplitude).
+    background_max : float
+        Upper end of the uniform background prior [fraction of the beam].
+    blur_min, blur_max : float
+        Range of the uniform blur prior [Å].
+    offset_sd : float
+        sd of dx and dy [Å].
+    dose_min, dose_max : float
+        Range of the log-uniform dose prior [e/Å²].
+    read_noise : float
+        rms read noise [detected electrons].
+    jitter : float
+        rms scan-line jitter [Å]; 0 disables it.
+    """
+
+    amplitude_log_sd: float = 0.15
+    background_max: float = 0.005
+    blur_min: float = 0.2
+    blur_max: float = 0.5
+    offset_sd: float = 0.1
+    dose_min: float = 1e4
+    dose_max: float = 1e6
+    read_noise: float = 0.5
+    jitter: float = 0.0
+
+    def __post_init__(self) -> None:
+        validate_number("amplitude_log_sd", self.amplitude_log_sd, low=0, high=1)
+        validate_number("background_max", self.background_max, low=0, high=0.1)
+        validate_number("blur_min", self.blur_min, low=0, high=1.0, unit="Å")
+        validate_number("blur_max", self.blur_max, low=self.blur_min, high=1.0, unit="Å")
+        validate_number("offset_sd", self.offset_sd, low=0, high=0.3, unit="Å")
+        validate_number("dose_min", self.dose_min, low=1, unit="e/Å²")
+        validate_number("dose_max", self.dose_max, low=self.dose_min, unit="e/Å²")
+        validate_number("read_noise", self.read_noise, low=0, high=100)
+        validate_number("jitter", self.jitter, low=0, high=0.3, unit="Å")
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """θ of shape (n, 6) in :data:`prob.nuisance.PARAMS` order."""
+        theta = np.empty((n, len(PARAMS)))
+        theta[:, 0] = np.exp(self.amplitude_log_sd * rng.standard_normal(n))
+        theta[:, 1] = rng.uniform(0.0, self.background_max, n)
+        theta[:, 2] = rng.uniform(self.blur_min, self.blur_max, n)
+        theta[:, 3:5] = self.offset_sd * rng.standard_normal((n, 2))
+        theta[:, 5] = np.exp(rng.uniform(np.log(self.dose_min), np.log(self.dose_max), n))
+        return theta
+
+
+def filter_matrices(offset: np.ndarray, blur: np.ndarray) -> np.ndarray:
+    """Blur-and-shift matrices of shape (n, PATCH, WINDOW) for one image axis.
+
+    ``patch_axis = A @ template_axis``: a Gaussian of rms `blur` [Å] and a shift
+    of the content by `offset` [Å], applied as an exact periodic filter over the
+    WINDOW pixels, then the central PATCH rows kept.
+    """
+    offset = np.asarray(offset, dtype=float)[:, None]
+    blur = np.asarray(blur, dtype=float)[:, None]
+    f = np.fft.fftfreq(WINDOW, d=SAMPLING)[None, :]  # [1/Å]
+    transfer = np.exp(-2 * np.pi**2 * blur**2 * f**2 - 2j * np.pi * f * offset)
+    kernel = np.fft.ifft(transfer, axis=1).real  # g[m], m = output − input (mod WINDOW)
+    first = (WINDOW - PATCH) // 2
+    rows = first + np.arange(PATCH)[:, None]
+    cols = np.arange(WINDOW)[None, :]
+    return kernel[:, (rows - cols) % WINDOW]
+
+
+def expected_patch(templates: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """Noise-free patch ``mean`` (n, PATCH, PATCH) before background and gain [fraction]."""
+    a_y = filter_matrices(theta[:, 4], theta[:, 2])
+    a_x = filter_matrices(theta[:, 3], theta[:, 2])
+    return a_y @ np.asarray(templates, dtype=float) @ a_x.transpose(0, 2, 1)
+
+
+def render(
+    templates: np.ndarray,
+    theta: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    read_noise: float = 0.5,
+    jitter: float = 0.0,
+) -> np.ndarray:
+    """Noisy patches (n, PATCH, PATCH) [fraction of the beam × gain] from templates and θ."""
+    templates = np.asarray(templates, dtype=np.float32)
+    if templates.ndim != 3 or templates.shape[1:] != (WINDOW, WINDOW):
+        raise ValueError(f"templates has shape {templates.shape}: expected (n, {WINDOW}, {WINDOW})")
+    if theta.shape != (templates.shape[0], len(PARAMS)):
+        raise ValueError(f"theta has shape {theta.shape}: expected ({templates.shape[0]}, 6)")
+    amplitude, background, blur, dx, dy, dose = theta.T
+    a_y = filter_matrices(dy, blur).astype(np.float32)
+    if jitter > 0:
+        rows = a_y @ templates  # (n, PATCH, WINDOW)
+        shifts = dx[:, None] + jitter * rng.standard_normal((len(dx), PATCH))
+        a_x = filter_matrices(shifts.ravel(), np.repeat(blur, PATCH)).reshape(
+            len(dx), PATCH, PATCH, WINDOW
+        )
+        mean = np.einsum("npw,npqw->npq", rows, a_x)
+    else:
+        mean = rows_and_columns(templates, a_y, filter_matrices(dx, blur).astype(np.float32))
+    electrons = (dose * SAMPLING**2)[:, None, None]
+    rate = np.clip(electrons * (mean + background[:, None, None]), 0.0, None)
+    counts = rng.poisson(rate).astype(np.float32)
+    if read_noise > 0:
+        counts += np.float32(read_noise) * rng.standard_normal(counts.shape, dtype=np.float32)
+    return (amplitude / electrons[:, 0, 0]).astype(np.float32)[:, None, None] * counts
+
+
+def rows_and_columns(templates: np.ndarray, a_y: np.ndarray, a_x: np.ndarray) -> np.ndarray:
+    """``A_y · T · A_xᵀ`` for a batch."""
+    return a_y @ templates @ a_x.transpose(0, 2, 1)
+
+
+@dataclass(frozen=True)
+class PatchBatch:
+    """Rendered patches with everything the generator drew.
+
+    Attributes
+    ----------
+    patches : (n, PATCH, PATCH) float32
+    case : (n,) int — index into the bank's cases
+    label : (n,) int — index into :data:`prob.classes.CLASSES`
+    variant : (n,) int
+    theta : (n, 6) float — :data:`prob.nuisance.PARAMS` order
+    """
+
+    patches: np.ndarray
+    case: np.ndarray
+    label: np.ndarray
+    variant: np.ndarray
+    theta: np.ndarray
+
+
+CHUNK = 2048  # samples per independently seeded chunk: output does not depend on thread count
+
+
+class PatchGenerator:
+    """Draws (case, class, variant, θ) from a TemplateBank and renders patches, in memory.
+
+    Draws come in chunks of :data:`CHUNK` samples, each with its own random stream
+    spawned from `seed`, rendered on two threads; the output depends on the seed
+    and the sizes asked for, not on the threads.
+
+    Parameters
+    ----------
+    bank : xarray.Dataset
+        A TemplateBank.
+    prior : NuisancePrior
+    seed : int
+    class_prior : {"uniform", "context_aware"}
+        Site type 50/50, then the class uniformly among those the case allows,
+        or from :func:`prob.priors.context_aware_prior`.
+    cases : sequence of int or None
+        Restrict draws to these bank cases.
+    threads : int
+        Worker threads (numpy releases the GIL in matmul and in sampling).
+    """
+
+    def __init__(
+        self,
+        bank,
+        *,
+        prior: NuisancePrior | None = None,
+        seed: int = 0,
+        class_prior: Literal["uniform", "context_aware"] = "uniform",
+        cases=None,
+        threads: int = 2,
+    ) -> None:
+        if class_prior not in ("uniform", "context_aware"):
+            raise ValueError(f"class_prior={class_prior!r}: expected 'uniform' or 'context_aware'")
+        self.prior = prior or NuisancePrior()
+        self.seeds = np.random.SeedSequence(seed)
+        self.threads = threads
+        self.templates = np.asarray(bank["template"].values, dtype=np.float32)
+        self.entry_index = np.asarray(bank["entry_index"].values)
+        self.cases = np.arange(bank.sizes["case"]) if cases is None else np.asarray(cases)
+        contexts = contexts_from_coords(bank, "case")
+        self.class_probs = {}
+        for site_type in ("metal", "chalcogen"):
+            cols = [CLASSES.index(c) for c in classes_of(site_type)]
+            if class_prior == "uniform":
+                p = (self.entry_index[:, cols] >= 0).astype(float)
+            else:
+                p = np.array([context_aware_prior(c, site_type) for c in contexts])
+                p = np.where(self.entry_index[:, cols] >= 0, p, 0.0)
+            self.class_probs[site_type] = (np.array(cols), p / p.sum(axis=1, keepdims=True))
+
+    def _chunk(self, n: int, seed: np.random.SeedSequence) -> PatchBatch:
+        rng = np.random.default_rng(seed)
+        case = self.cases[rng.integers(0, len(self.cases), n)]
+        metal = rng.random(n) < 0.5
+        label = np.empty(n, dtype=int)
+        for site_type, mask in (("metal", metal), ("chalcogen", ~metal)):
+            cols, probs = self.class_probs[site_type]
+            cum = probs[case[mask]].cumsum(axis=1)
+            u = rng.random(mask.sum())[:, None]
+            label[mask] = cols[np.minimum((u > cum).sum(axis=1), len(cols) - 1)]
+        variant = rng.integers(0, self.templates.shape[1], n)
+        theta = self.prior.sample(n, rng)
+        entry = self.entry_index[case, label]
+        patches = render(
+            self.templates[entry, variant],
+            theta,
+            rng,
+            read_noise=self.prior.read_noise,
+            jitter=self.prior.jitter,
+        )
+        return PatchBatch(patches, case, label, variant, theta)
+
+    def draw(self, n: int) -> PatchBatch:
+        """Render `n` patches (the next draws of this generator's stream)."""
+        sizes = [min(CHUNK, n - i) for i in range(0, n, CHUNK)]
+        seeds = self.seeds.spawn(len(sizes))
+        if self.threads > 1 and len(sizes) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(self.threads) as pool:
+                parts = list(pool.map(self._chunk, sizes, seeds))
+        else:
+            parts = [self._chunk(k, s) for k, s in zip(sizes, seeds, strict=True)]
+        return PatchBatch(
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in PatchBatch.__annotations__)
+        )
+
+
+def render_patch_set(bank, n: int, *, seed: int, prior: NuisancePrior | None = None, **kw):
+    """A PatchSet of `n` patches rendered from `bank`."""
+    generator = PatchGenerator(bank, prior=prior, seed=seed, **kw)
+    batches = [generator.draw(n)]
+    patches, case, label, variant, theta = (
+        np.concatenate([getattr(b, f) for b in batches]) for f in PatchBatch.__annotations__
+    )
+    contexts = contexts_from_coords(bank, "case")
+    per_sample = [
+        contexts[c].replace(pixel_size=SAMPLING, dose=float(d))
+        for c, d in zip(case, theta[:, 5], strict=True)
+    ]
+    ds = patch_set(
+        patches,
+        labels=[CLASSES[i] for i in label],
+        theta=theta,
+        contexts=per_sample,
+        sampling=SAMPLING,
+        seed=seed,
+        attrs={"prior": asdict(generator.prior), "bank_created_at": bank.attrs["created_at"]},
+    )
+    return ds.assign(
+        case=("sample", case.astype(np.int32)),
+        variant=("sample", variant.astype(np.int32)),
+    )

@@ -1,0 +1,97 @@
+"""A real, tiny bank build: one case at 60 kV, four frozen-phonon configurations."""
+
+import numpy as np
+import pytest
+from xarray.testing import assert_identical
+
+from prob.classes import CLASSES
+from prob.grid import select_cases
+from prob.io import read_netcdf, write_netcdf
+from simulate.bank import BankConfig, RunCache, build_bank, plan
+from simulate.engine import EngineConfig
+from simulate.renderer import PATCH, PatchGenerator, render_patch_set
+
+CONFIG = BankConfig(abtem=EngineConfig(frozen_phonons=4))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bank")
+    cases = select_cases(host="MoS2", dopant="W", kv=60, detector="HAADF")
+    lines: list[str] = []
+    bank = build_bank(
+        cases,
+        config=CONFIG,
+        cache_dir=folder / "runs",
+        processes=False,
+        log=lines.append,
+        progress=False,
+    )
+    return cases, bank, folder, lines
+
+
+def test_bank_is_valid_and_physical(built):
+    cases, bank, folder, lines = built
+    assert bank.sizes["case"] == 1 and bank.sizes["entry"] == 6  # M D VM X2 VX VX2
+    assert int(bank["entry_index"].values[0, CLASSES.index("XS")]) == -1
+    assert sum(line.startswith("done ") for line in lines) == len(
+        {r for rs in plan(cases, "columns")[0].values() for r in rs}
+    )
+    t = bank["template"].values
+    c = t.shape[-1] // 2
+    m, d, vm = (
+        t[int(bank["entry_index"].values[0, CLASSES.index(k)]), 0, c, c] for k in ("M", "D", "VM")
+    )
+    assert d > m > vm > 0  # W brighter than Mo; an empty metal site keeps only neighbour tails
+    path = write_netcdf(bank, folder / "bank.nc", compress=["template"])
+    assert_identical(read_netcdf(path, kind="TemplateBank"), bank)
+
+
+def test_restart_redoes_nothing_and_names_skipped_cases(built):
+    cases, bank, folder, _ = built
+    lines: list[str] = []
+    again = build_bank(
+        cases,
+        config=CONFIG,
+        cache_dir=folder / "runs",
+        processes=False,
+        log=lines.append,
+        progress=False,
+    )
+    assert not any(line.startswith("done ") for line in lines)
+    assert any("skipped 1 finished cases" in line and cases[0].name in line for line in lines)
+    assert np.array_equal(again["template"].values, bank["template"].values)
+
+
+def test_a_lost_run_is_redone_alone(built):
+    cases, bank, folder, _ = built
+    cache = RunCache(folder / "runs", CONFIG)
+    files = sorted((folder / "runs").glob("*.npy"))
+    files[0].unlink()
+    lines: list[str] = []
+    again = build_bank(
+        cases,
+        config=CONFIG,
+        cache_dir=folder / "runs",
+        processes=False,
+        log=lines.append,
+        progress=False,
+    )
+    assert sum(line.startswith("done ") for line in lines) == 1
+    assert np.allclose(again["template"].values, bank["template"].values)  # same seed
+    assert len(list(cache.folder.glob("*.npy"))) == len(files)
+
+
+def test_generator_and_patch_set(built):
+    _, bank, folder, _ = built
+    batch = PatchGenerator(bank, seed=5).draw(300)
+    assert batch.patches.shape == (300, PATCH, PATCH)
+    assert set(np.unique(batch.label)) <= {
+        CLASSES.index(c) for c in ("M", "D", "VM", "X2", "VX", "VX2")
+    }
+    a = render_patch_set(bank, 200, seed=9)
+    b = render_patch_set(bank, 200, seed=9)
+    assert a["patch"].values.tobytes() == b["patch"].values.tobytes()
+    assert not np.array_equal(a["patch"].values, render_patch_set(bank, 200, seed=10)["patch"])
+    path = write_netcdf(a, folder / "p.nc")
+    assert_identical(read_netcdf(path, kind="PatchSet").drop_attrs(), a.drop_attrs())
