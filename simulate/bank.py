@@ -59,19 +59,29 @@ class BankConfig:
     cell_repeats : (int, int)
         Supercell of the cell engine, in a × √3·a rectangles (10 × 6 ≈ 3.2 nm:
         PRISM with interpolation 2 then has a 1.6 nm probe window).
+    variants : tuple of int
+        Which of :data:`simulate.templates.VARIANTS` the bank holds.
     """
 
     engine: Engine = "columns"
     abtem: EngineConfig = field(default_factory=EngineConfig)
     seed: int = 0
     cell_repeats: tuple[int, int] = (10, 6)
+    variants: tuple[int, ...] = tuple(range(len(VARIANTS)))
 
     def __post_init__(self) -> None:
         if self.engine not in ("columns", "cell"):
             raise ValueError(f"engine={self.engine!r}: expected 'columns' or 'cell'")
+        if not self.variants or not set(self.variants) <= set(range(len(VARIANTS))):
+            raise ValueError(
+                f"variants={self.variants}: expected indices into the {len(VARIANTS)} variants"
+            )
 
     def fingerprint(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        """What a run's result depends on (not which variants a bank keeps)."""
+        fields = asdict(self)
+        del fields["variants"]
+        return json.dumps(fields, sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -204,21 +214,21 @@ def _entry_name(key: tuple) -> str:
     return f"{host}-{kv:g}kV-{conv:g}mrad-{inner:g}_{outer:g}mrad-{label}{tail}"
 
 
-def runs_for_entry(key: tuple, engine: Engine) -> list[Run]:
-    """The abTEM runs one template entry (all its variants) needs."""
+def runs_for_entry(key: tuple, config: BankConfig) -> list[Run]:
+    """The abTEM runs one template entry (its variants) needs."""
     host, kv, conv, _, _, label, species = key
-    if engine == "cell":
-        return [CellRun(host, label, species, v, kv, conv) for v in range(len(VARIANTS))]
+    if config.engine == "cell":
+        return [CellRun(host, label, species, v, kv, conv) for v in config.variants]
     context = _entry_context(host, label, species)
     runs = {
-        ProfileRun(p.kind, kv, conv, variant.defocus)
-        for variant in VARIANTS
-        for p in site_columns(label, context, variant)
+        ProfileRun(p.kind, kv, conv, VARIANTS[v].defocus)
+        for v in config.variants
+        for p in site_columns(label, context, VARIANTS[v])
     }
     return sorted(runs, key=lambda r: r.slug)
 
 
-def plan(cases: Sequence[Case], engine: Engine) -> tuple[dict, dict[str, set]]:
+def plan(cases: Sequence[Case], config: BankConfig) -> tuple[dict, dict[str, set]]:
     """Entries per case and class, and the runs each case needs."""
     entries: dict[tuple, list[Run]] = {}
     needs: dict[str, set] = {}
@@ -229,7 +239,7 @@ def plan(cases: Sequence[Case], engine: Engine) -> tuple[dict, dict[str, set]]:
                 continue
             key = entry_key(case, label)
             if key not in entries:
-                entries[key] = runs_for_entry(key, engine)
+                entries[key] = runs_for_entry(key, config)
             needs[case.name].update(entries[key])
     return entries, needs
 
@@ -297,11 +307,12 @@ def run_missing(
             cluster.close()
 
 
-def assemble_entry(key: tuple, runs: Sequence[Run], cache: RunCache, engine: Engine) -> np.ndarray:
+def assemble_entry(key: tuple, runs: Sequence[Run], cache: RunCache) -> np.ndarray:
     """Templates (variant, WINDOW, WINDOW) of one entry from its cached runs."""
     host, kv, conv, inner, outer, label, species = key
-    edges = cache.config.abtem.angle_edges
-    if engine == "cell":
+    config = cache.config
+    edges = config.abtem.angle_edges
+    if config.engine == "cell":
         return np.stack(
             [
                 cache.load(r)[..., _bins(edges, inner, outer)].sum(-1)
@@ -310,7 +321,7 @@ def assemble_entry(key: tuple, runs: Sequence[Run], cache: RunCache, engine: Eng
         )
     context = _entry_context(host, label, species)
     out = []
-    for variant in VARIANTS:
+    for variant in (VARIANTS[v] for v in config.variants):
         splines = {}
         placed = site_columns(label, context, variant)
         for p in placed:
@@ -353,7 +364,7 @@ def build_bank(
                     f"{config.abtem.angle_step:g} up to {config.abtem.max_angle:g} mrad"
                 )
     cache = RunCache(cache_dir, config)
-    entries, needs = plan(cases, config.engine)
+    entries, needs = plan(cases, config)
     runs = sorted({r for rs in entries.values() for r in rs}, key=lambda r: r.slug)
     missing = [r for r in runs if r not in cache]
     finished = [name for name, rs in needs.items() if all(r in cache for r in rs)]
@@ -371,7 +382,7 @@ def build_bank(
         log=log,
     )
     keys = list(entries)
-    templates = np.stack([assemble_entry(k, entries[k], cache, config.engine) for k in keys])
+    templates = np.stack([assemble_entry(k, entries[k], cache) for k in keys])
     position = {k: i for i, k in enumerate(keys)}
     index = np.full((len(cases), len(CLASSES)), -1, dtype=np.int32)
     for i, case in enumerate(cases):
@@ -388,11 +399,11 @@ def build_bank(
         entry_names=[_entry_name(k) for k in keys],
         contexts=[c.context for c in cases],
         case_names=[c.name for c in cases],
-        variants=[v.name for v in VARIANTS],
+        variants=[VARIANTS[v].name for v in config.variants],
         variant_coords={
-            "defocus": [v.defocus for v in VARIANTS],
-            "strain": [v.strain for v in VARIANTS],
-            "defective_neighbour": [int(v.neighbour) for v in VARIANTS],
+            "defocus": [VARIANTS[v].defocus for v in config.variants],
+            "strain": [VARIANTS[v].strain for v in config.variants],
+            "defective_neighbour": [int(VARIANTS[v].neighbour) for v in config.variants],
         },
         sampling=SAMPLING,
         engine=config.engine,

@@ -1,41 +1,21 @@
 """A real, tiny bank build: one case at 60 kV, four frozen-phonon configurations."""
 
 import numpy as np
-import pytest
 from xarray.testing import assert_identical
 
 from prob.classes import CLASSES
-from prob.grid import select_cases
 from prob.io import read_netcdf, write_netcdf
-from simulate.bank import BankConfig, RunCache, build_bank, plan
-from simulate.engine import EngineConfig
+from simulate.bank import RunCache, build_bank, plan
 from simulate.renderer import PATCH, PatchGenerator, render_patch_set
-
-CONFIG = BankConfig(abtem=EngineConfig(frozen_phonons=4))
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("bank")
-    cases = select_cases(host="MoS2", dopant="W", kv=60, detector="HAADF")
-    lines: list[str] = []
-    bank = build_bank(
-        cases,
-        config=CONFIG,
-        cache_dir=folder / "runs",
-        processes=False,
-        log=lines.append,
-        progress=False,
-    )
-    return cases, bank, folder, lines
+from tests.simulate.conftest import CONFIG
 
 
-def test_bank_is_valid_and_physical(built):
-    cases, bank, folder, lines = built
+def test_bank_is_valid_and_physical(tiny_bank):
+    cases, bank, folder, lines = tiny_bank
     assert bank.sizes["case"] == 1 and bank.sizes["entry"] == 6  # M D VM X2 VX VX2
     assert int(bank["entry_index"].values[0, CLASSES.index("XS")]) == -1
     assert sum(line.startswith("done ") for line in lines) == len(
-        {r for rs in plan(cases, "columns")[0].values() for r in rs}
+        {r for rs in plan(cases, CONFIG)[0].values() for r in rs}
     )
     t = bank["template"].values
     c = t.shape[-1] // 2
@@ -47,8 +27,8 @@ def test_bank_is_valid_and_physical(built):
     assert_identical(read_netcdf(path, kind="TemplateBank"), bank)
 
 
-def test_restart_redoes_nothing_and_names_skipped_cases(built):
-    cases, bank, folder, _ = built
+def test_restart_redoes_nothing_and_names_skipped_cases(tiny_bank):
+    cases, bank, folder, _ = tiny_bank
     lines: list[str] = []
     again = build_bank(
         cases,
@@ -63,8 +43,8 @@ def test_restart_redoes_nothing_and_names_skipped_cases(built):
     assert np.array_equal(again["template"].values, bank["template"].values)
 
 
-def test_a_lost_run_is_redone_alone(built):
-    cases, bank, folder, _ = built
+def test_a_lost_run_is_redone_alone(tiny_bank):
+    cases, bank, folder, _ = tiny_bank
     cache = RunCache(folder / "runs", CONFIG)
     files = sorted((folder / "runs").glob("*.npy"))
     files[0].unlink()
@@ -82,8 +62,8 @@ def test_a_lost_run_is_redone_alone(built):
     assert len(list(cache.folder.glob("*.npy"))) == len(files)
 
 
-def test_generator_and_patch_set(built):
-    _, bank, folder, _ = built
+def test_generator_and_patch_set(tiny_bank):
+    _, bank, folder, _ = tiny_bank
     batch = PatchGenerator(bank, seed=5).draw(300)
     assert batch.patches.shape == (300, PATCH, PATCH)
     assert set(np.unique(batch.label)) <= {
