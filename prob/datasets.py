@@ -40,6 +40,8 @@ from prob.nuisance import UNITS as PARAM_UNITS
 from prob.provenance import provenance
 
 PRIORS: tuple[str, ...] = ("context_free", "context_aware")
+SCHEMA_VERSIONS: dict[str, int] = {"TemplateBank": 2, "PatchSet": 1, "SitePosterior": 1}
+"""Bumped whenever a kind's layout changes; files of another version are refused."""
 _CONTEXT_COORDS = ELEMENT_FIELDS + NUMERIC_FIELDS
 
 
@@ -54,7 +56,7 @@ class Schema:
     optional: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-_PROVENANCE_ATTRS = ("ctxdefect_kind", "ctxdefect_version", "created_at", "seed")
+_PROVENANCE_ATTRS = ("ctxdefect_kind", "schema_version", "ctxdefect_version", "created_at", "seed")
 
 SCHEMAS: dict[str, Schema] = {
     "TemplateBank": Schema(
@@ -139,6 +141,9 @@ def validate_dataset(ds: xr.Dataset, kind: str, *, source: str | None = None) ->
         if name in ds.variables and ds[name].dims != dims:
             problems.append(f"variable {name!r} has dims {ds[name].dims}, expected {dims}")
     problems += [f"missing attribute {a!r}" for a in schema.attrs if a not in ds.attrs]
+    version = ds.attrs.get("schema_version")
+    if version is not None and int(version) != SCHEMA_VERSIONS[kind]:
+        problems.append(f"schema_version is {version}, expected {SCHEMA_VERSIONS[kind]}")
     if not problems:
         problems += _CONTENT_CHECKS[kind](ds)
     if problems:
@@ -215,7 +220,12 @@ def _grid_coords(shape: tuple[int, int], sampling: float) -> dict[str, tuple]:
 
 
 def _stamp(ds: xr.Dataset, kind: str, seed: int | None, attrs: Mapping[str, Any] | None):
-    ds.attrs = {"ctxdefect_kind": kind, **provenance(seed), **dict(attrs or {})}
+    ds.attrs = {
+        "ctxdefect_kind": kind,
+        "schema_version": SCHEMA_VERSIONS[kind],
+        **provenance(seed),
+        **dict(attrs or {}),
+    }
     return validate_dataset(ds, kind)
 
 

@@ -31,6 +31,7 @@ nuisance θ = (amplitude, background, blur, dx, dy, dose):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -205,6 +206,8 @@ class PatchGenerator:
         or from :func:`prob.priors.context_aware_prior`.
     cases : sequence of int or None
         Restrict draws to these bank cases.
+    variants : sequence of int or None
+        Restrict draws to these variants.
     threads : int
         Worker threads (numpy releases the GIL in matmul and in sampling).
     """
@@ -217,6 +220,7 @@ class PatchGenerator:
         seed: int = 0,
         class_prior: Literal["uniform", "context_aware"] = "uniform",
         cases=None,
+        variants=None,
         threads: int = 2,
     ) -> None:
         if class_prior not in ("uniform", "context_aware"):
@@ -227,6 +231,10 @@ class PatchGenerator:
         self.templates = np.asarray(bank["template"].values, dtype=np.float32)
         self.entry_index = np.asarray(bank["entry_index"].values)
         self.cases = np.arange(bank.sizes["case"]) if cases is None else np.asarray(cases)
+        n_variants = bank.sizes["variant"]
+        self.variants = np.arange(n_variants) if variants is None else np.asarray(variants)
+        if not self.cases.size or not self.variants.size:
+            raise ValueError("cases/variants: expected at least one of each to draw from")
         contexts = contexts_from_coords(bank, "case")
         self.class_probs = {}
         for site_type in ("metal", "chalcogen"):
@@ -248,7 +256,7 @@ class PatchGenerator:
             cum = probs[case[mask]].cumsum(axis=1)
             u = rng.random(mask.sum())[:, None]
             label[mask] = cols[np.minimum((u > cum).sum(axis=1), len(cols) - 1)]
-        variant = rng.integers(0, self.templates.shape[1], n)
+        variant = self.variants[rng.integers(0, len(self.variants), n)]
         theta = self.prior.sample(n, rng)
         entry = self.entry_index[case, label]
         patches = render(
@@ -260,10 +268,11 @@ class PatchGenerator:
         )
         return PatchBatch(patches, case, label, variant, theta)
 
-    def draw(self, n: int) -> PatchBatch:
-        """Render `n` patches (the next draws of this generator's stream)."""
+    def draw(self, n: int, seed: int | Sequence[int] | None = None) -> PatchBatch:
+        """Render `n` patches: the next draws of this generator's stream, or of `seed`'s."""
         sizes = [min(CHUNK, n - i) for i in range(0, n, CHUNK)]
-        seeds = self.seeds.spawn(len(sizes))
+        stream = self.seeds if seed is None else np.random.SeedSequence(seed)
+        seeds = stream.spawn(len(sizes))
         if self.threads > 1 and len(sizes) > 1:
             from concurrent.futures import ThreadPoolExecutor
 

@@ -98,39 +98,61 @@ def _lattice(host: Host, strain: float, reach: float) -> Iterator[tuple[str, flo
                     yield site_type, float(p[0]), float(p[1])
 
 
-def site_columns(label: str, context: Context, variant: Variant) -> list[PlacedColumn]:
-    """All columns around a site of class `label` in `context`, with offsets from the site."""
-    host = host_of(context.host_metal, context.host_chalcogen)
-    site_type = site_type_of(label)
+@dataclass(frozen=True)
+class SiteGeometry:
+    """Where the columns around a site are, by role, as offsets from the site [Å] (x, y).
+
+    ``metal`` and ``chalcogen`` list the pristine columns of each sublattice (the
+    site itself and the defective neighbour excluded); ``neighbour`` is the
+    defective neighbour's offset and sublattice, or None.
+    """
+
+    metal: tuple[tuple[float, float], ...]
+    chalcogen: tuple[tuple[float, float], ...]
+    neighbour: tuple[str, tuple[float, float]] | None
+
+
+def site_geometry(host: Host, site_type: str, variant: Variant) -> SiteGeometry:
+    """The lattice around a `site_type` site of `host` in `variant` (within reach of the window)."""
     reach = RADIUS_MAX + WINDOW * SAMPLING / np.sqrt(2) + 0.5
     columns = list(_lattice(host, variant.strain, reach + host.a))
     origin = min((c for c in columns if c[0] == site_type), key=lambda c: np.hypot(c[1], c[2]))
     ox, oy = origin[1], origin[2]
-    pristine = {
-        "metal": (host.metal,),
-        "chalcogen": (host.chalcogen, host.chalcogen),
-    }
     other = "chalcogen" if site_type == "metal" else "metal"
-    neighbour_at = None
+    neighbour = None
     if variant.neighbour:
         candidates = [c for c in columns if c[0] == other]
         offsets = np.array([(c[1] - ox, c[2] - oy) for c in candidates])
         nearest = candidates[choose_neighbour(offsets)]
-        neighbour_at = (nearest[1], nearest[2])
-    placed = []
+        neighbour = (other, (nearest[1] - ox, nearest[2] - oy))
+    lists: dict[str, list] = {"metal": [], "chalcogen": []}
     for kind_name, x, y in columns:
         dx, dy = x - ox, y - oy
-        if np.hypot(dx, dy) > reach:
+        if np.hypot(dx, dy) > reach or (abs(dx) < 1e-9 and abs(dy) < 1e-9):
             continue
-        if abs(dx) < 1e-9 and abs(dy) < 1e-9:
-            elements = column_atoms(label, context).elements
-        elif neighbour_at is not None and (x, y) == neighbour_at:
-            elements = column_atoms(neighbour_defect(kind_name, context), context).elements
-        else:
-            elements = pristine[kind_name]
+        if neighbour is not None and (dx, dy) == neighbour[1]:
+            continue
+        lists[kind_name].append((dx, dy))
+    return SiteGeometry(tuple(lists["metal"]), tuple(lists["chalcogen"]), neighbour)
+
+
+def site_columns(label: str, context: Context, variant: Variant) -> list[PlacedColumn]:
+    """All columns around a site of class `label` in `context`, with offsets from the site."""
+    host = host_of(context.host_metal, context.host_chalcogen)
+    geometry = site_geometry(host, site_type_of(label), variant)
+    metal = kind_of((host.metal,), host)
+    pair = kind_of((host.chalcogen, host.chalcogen), host)
+    placed = [PlacedColumn(metal, xy) for xy in geometry.metal]
+    placed += [PlacedColumn(pair, xy) for xy in geometry.chalcogen]
+    centre = kind_of(column_atoms(label, context).elements, host)
+    if centre is not None:
+        placed.append(PlacedColumn(centre, (0.0, 0.0)))
+    if geometry.neighbour is not None:
+        site_type, xy = geometry.neighbour
+        elements = column_atoms(neighbour_defect(site_type, context), context).elements
         kind = kind_of(elements, host)
         if kind is not None:
-            placed.append(PlacedColumn(kind, (dx, dy)))
+            placed.append(PlacedColumn(kind, xy))
     return placed
 
 

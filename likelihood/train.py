@@ -1,0 +1,282 @@
+"""Training the likelihood: least squares on the bank's templates, then maximum likelihood.
+
+1. **Initialisation** — the profile network is fitted to the bank's noise-free
+   templates by weighted least squares, weight 1/(T + 2·10⁻⁴): the Poisson
+   deviance of a unit dose, so relative errors count where the counts are.
+2. **Maximum likelihood** — patches streamed from the bank through the renderer
+   (:class:`simulate.renderer.PatchGenerator`; nothing stored), each with its
+   drawn θ and variant: the loss is the complete-data −log p_φ(x | c, v, θ, m)
+   per pixel. Here the residual variance ν is learned too.
+
+Validation holds out one variant (``strained``: the only one with 1 % strain)
+from both stages, with its own θ draws; the state with the best validation NLL
+is kept, training stops when it has not improved for ``patience`` checks or
+the time budget is spent. Every check writes a checkpoint (``OUT.ckpt``); the
+same command, restarted, resumes from it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from likelihood.artifact import bank_fingerprint, save_model
+from likelihood.model import LikelihoodConfig, NeuralLikelihood
+from prob.classes import CLASSES
+from prob.context import NONE, contexts_from_coords
+from simulate.renderer import NuisancePrior, PatchGenerator
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings.
+
+    Parameters
+    ----------
+    seed : int
+    minutes : float
+        Wall-clock budget of the whole training (both stages, across restarts).
+    pretrain_steps : int
+        Steps of the least-squares stage.
+    batch : int
+        Templates (stage 1) or patches (stage 2) per step.
+    validation_variant : int
+        Variant held out for validation.
+    validation_size : int
+        Validation patches.
+    check_every : int
+        Steps between validation checks and checkpoints.
+    patience : int
+        Checks without improvement before stopping.
+    exclude_dopant : str or None
+        A dopant whose cases training never sees.
+    device : str
+    """
+
+    seed: int = 0
+    minutes: float = 25.0
+    pretrain_steps: int = 1500
+    batch: int = 256
+    validation_variant: int = 3
+    validation_size: int = 2048
+    check_every: int = 50
+    patience: int = 12
+    exclude_dopant: str | None = None
+    device: str = "cpu"
+
+
+def _entries(bank, cases: np.ndarray, variants: list[int]):
+    """(context, label, variant, bank entry) of every distinct template in `cases`."""
+    contexts = contexts_from_coords(bank, "case")
+    index = bank["entry_index"].values
+    seen = {}
+    for c in cases:
+        for j, label in enumerate(CLASSES):
+            e = int(index[c, j])
+            if e >= 0 and e not in seen:
+                seen[e] = (contexts[c], label)
+    return [(ctx, label, v, e) for e, (ctx, label) in seen.items() for v in variants]
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def train(
+    bank,
+    out: str | os.PathLike,
+    *,
+    config: TrainConfig,
+    model_config: LikelihoodConfig | None = None,
+    bank_path: str | os.PathLike | None = None,
+    progress: bool | None = None,
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+) -> NeuralLikelihood:
+    """Train (or resume training of) the likelihood on `bank`; write the artifact to `out`."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    checkpoint = out.with_name(out.name + ".ckpt")
+    torch.manual_seed(config.seed)
+    model = NeuralLikelihood(model_config).to(config.device)
+    contexts = contexts_from_coords(bank, "case")
+    cases = np.array(
+        [
+            i
+            for i, c in enumerate(contexts)
+            if config.exclude_dopant is None or c.dopant != config.exclude_dopant
+        ]
+    )
+    if config.exclude_dopant is not None and len(cases) == len(contexts):
+        raise ValueError(f"exclude_dopant={config.exclude_dopant!r}: no bank case has it")
+    if config.exclude_dopant == NONE:
+        raise ValueError("exclude_dopant='none': expected a dopant element")
+    n_variants = bank.sizes["variant"]
+    if not 0 <= config.validation_variant < n_variants:
+        raise ValueError(
+            f"validation_variant={config.validation_variant}: expected 0–{n_variants - 1}"
+        )
+    train_variants = [v for v in range(n_variants) if v != config.validation_variant]
+    fingerprint = json.dumps(
+        {"train": asdict(config), "model": asdict(model.config), "bank": bank_fingerprint(bank)},
+        sort_keys=True,
+    )
+
+    templates = torch.as_tensor(bank["template"].values, dtype=torch.float32)
+    entries = _entries(bank, cases, train_variants)
+    prior = NuisancePrior()
+    generator = PatchGenerator(
+        bank, prior=prior, seed=config.seed, cases=cases, variants=train_variants
+    )
+    held_out = PatchGenerator(
+        bank, prior=prior, seed=config.seed + 1, cases=cases, variants=[config.validation_variant]
+    )
+    validation = held_out.draw(config.validation_size)
+
+    state = {
+        "stage": 1,
+        "step": 0,
+        "elapsed": 0.0,
+        "best": math.inf,
+        "best_state": None,
+        "since_best": 0,
+        "history": [],
+    }
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    if checkpoint.is_file():
+        saved = torch.load(checkpoint, weights_only=False)
+        if saved["fingerprint"] != fingerprint:
+            raise ValueError(
+                f"checkpoint={str(checkpoint)!r}: made with other settings or "
+                "another bank; delete it to start afresh"
+            )
+        model.load_state_dict(saved["model"])
+        optimizer = torch.optim.Adam(model.parameters())
+        optimizer.load_state_dict(saved["optimizer"])
+        state = saved["state"]
+        log(f"resumed from {checkpoint} at stage {state['stage']}, step {state['step']}")
+
+    def validate() -> float:
+        with torch.no_grad():
+            x = torch.as_tensor(validation.patches)
+            theta = torch.as_tensor(validation.theta, dtype=torch.float32)
+            labels = [CLASSES[i] for i in validation.label]
+            ctx = [contexts[i] for i in validation.case]
+            nll = []
+            for s in range(0, len(labels), 512):
+                part = slice(s, s + 512)
+                nll.append(
+                    -model.log_likelihood(
+                        x[part],
+                        theta[part],
+                        ctx[part],
+                        labels[part],
+                        validation.variant[part].tolist(),
+                    )
+                )
+            return float(torch.cat(nll).mean()) / x[0].numel()
+
+    started = time.monotonic() - state["elapsed"]
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = tqdm(desc="training", disable=not show, unit="step", initial=state["step"])
+    while True:
+        step = state["step"]
+        if state["stage"] == 1:
+            rng = np.random.default_rng([config.seed, 1, step])
+            pick = rng.integers(0, len(entries), config.batch)
+            ctx, labels, variants, entry = zip(*(entries[i] for i in pick), strict=True)
+            target = templates[torch.as_tensor(entry), torch.as_tensor(variants)]
+            lr = 3e-3 * 0.5 * (1 + math.cos(math.pi * min(step / config.pretrain_steps, 1.0)))
+            for group in optimizer.param_groups:
+                group["lr"] = max(lr, 1e-5)
+            predicted = model.templates(ctx, labels, variants)
+            loss = (((predicted - target) ** 2) / (target + 2e-4)).sum((1, 2)).mean()
+        else:
+            batch = generator.draw(config.batch, seed=[config.seed, 2, step])
+            x = torch.as_tensor(batch.patches)
+            theta = torch.as_tensor(batch.theta, dtype=torch.float32)
+            loss = (
+                -model.log_likelihood(
+                    x,
+                    theta,
+                    [contexts[i] for i in batch.case],
+                    [CLASSES[i] for i in batch.label],
+                    batch.variant.tolist(),
+                ).mean()
+                / x[0].numel()
+            )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        state["step"] += 1
+        bar.update()
+        if state["step"] % config.check_every == 0:
+            value = validate()
+            state["elapsed"] = time.monotonic() - started
+            state["history"].append(
+                (state["stage"], state["step"], float(loss.detach()), value, round(state["elapsed"], 1))
+            )
+            log(
+                f"stage {state['stage']} step {state['step']}: loss {float(loss.detach()):.5g}, "
+                f"validation NLL {value:.5f} nats/pixel"
+            )
+            if state["stage"] == 2:
+                if value < state["best"] - 1e-6:
+                    state.update(
+                        best=value,
+                        since_best=0,
+                        best_state={k: v.clone() for k, v in model.state_dict().items()},
+                    )
+                else:
+                    state["since_best"] += 1
+            if state["stage"] == 1 and state["step"] >= config.pretrain_steps:
+                state.update(stage=2)
+                optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
+            out_of_time = state["elapsed"] > 60 * config.minutes
+            done = state["stage"] == 2 and (state["since_best"] >= config.patience or out_of_time)
+            _atomic_torch_save(
+                {
+                    "fingerprint": fingerprint,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "state": state,
+                },
+                checkpoint,
+            )
+            if done:
+                break
+    bar.close()
+    if state["best_state"] is not None:
+        model.load_state_dict(state["best_state"])
+    save_model(
+        model,
+        out,
+        bank=bank,
+        bank_path=bank_path,
+        training={
+            **asdict(config),
+            "steps": state["step"],
+            "seconds": round(state["elapsed"], 1),
+            "best_validation_nll_per_pixel": state["best"],
+            "history": state["history"][-40:],
+        },
+    )
+    checkpoint.unlink(missing_ok=True)
+    return model
