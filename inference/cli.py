@@ -83,9 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     cases.add_argument("--json", action="store_true", help="print a JSON list of objects")
     cases.set_defaults(run=_cmd_cases)
 
+    from likelihood.cli import add_commands as add_likelihood
     from simulate.cli import add_commands as add_simulate
 
     add_simulate(sub)
+    add_likelihood(sub)
 
     for name in _NOT_BUILT:
         stub = sub.add_parser(name, help=f"(not built yet) {_NOT_BUILT[name]}")

@@ -151,6 +151,17 @@ class NeuralLikelihood(nn.Module):
         out = torch.exp(self.profile_net(torch.as_tensor(unique, dtype=torch.float32)))
         return out[torch.as_tensor(inverse.ravel())]
 
+    def _matrices(self, host: str, site_type: str, variant: int) -> list[torch.Tensor]:
+        """The role matrices on this model's device (cached per device)."""
+        device = self.log_residual.device
+        key = (host, site_type, variant, str(device))
+        cache = self.__dict__.setdefault("_matrix_cache", {})
+        if key not in cache:
+            m = role_matrices(host, site_type, variant)
+            parts = [m.metal, m.pair, m.centre] + ([m.neighbour] if m.neighbour is not None else [])
+            cache[key] = [torch.from_numpy(a).to(device) for a in parts]
+        return cache[key]
+
     def templates(
         self, contexts: Sequence[Context], labels: Sequence[str], variants: Sequence[int]
     ) -> torch.Tensor:
@@ -162,22 +173,22 @@ class NeuralLikelihood(nn.Module):
                 if kind is not None:
                     rows.append(kind_features(kind, context, VARIANTS[variant].defocus))
                     slots.append((i, ROLES.index(role)))
+        device = self.log_residual.device
         profiles = self.profiles(np.array(rows))
-        stacked = torch.zeros(n, len(ROLES), len(RADII))
-        index = torch.as_tensor(slots)
+        stacked = torch.zeros(n, len(ROLES), len(RADII), device=device)
+        index = torch.as_tensor(slots, device=device)
         stacked = stacked.index_put((index[:, 0], index[:, 1]), profiles)
-        out = torch.zeros(n, WINDOW * WINDOW)
+        out = torch.zeros(n, WINDOW * WINDOW, device=device)
         groups: dict[tuple, list[int]] = {}
         for i, (context, label, variant) in enumerate(zip(contexts, labels, variants, strict=True)):
             groups.setdefault((context.host, site_type_of(label), int(variant)), []).append(i)
         for (host, site_type, variant), members in groups.items():
-            m = role_matrices(host, site_type, variant)
-            idx = torch.as_tensor(members)
+            m = self._matrices(host, site_type, variant)
+            idx = torch.as_tensor(members, device=device)
             p = stacked[idx]
-            t = p[:, 0] @ torch.from_numpy(m.metal).T + p[:, 1] @ torch.from_numpy(m.pair).T
-            t = t + p[:, 2] @ torch.from_numpy(m.centre).T
-            if m.neighbour is not None:
-                t = t + p[:, 3] @ torch.from_numpy(m.neighbour).T
+            t = p[:, 0] @ m[0].T + p[:, 1] @ m[1].T + p[:, 2] @ m[2].T
+            if len(m) == 4:
+                t = t + p[:, 3] @ m[3].T
             out = out.index_copy(0, idx, t)
         return out.reshape(n, WINDOW, WINDOW)
 

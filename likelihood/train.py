@@ -139,7 +139,8 @@ def train(
         sort_keys=True,
     )
 
-    templates = torch.as_tensor(bank["template"].values, dtype=torch.float32)
+    device = torch.device(config.device)
+    templates = torch.as_tensor(bank["template"].values, dtype=torch.float32, device=device)
     entries = _entries(bank, cases, train_variants)
     prior = NuisancePrior()
     generator = PatchGenerator(
@@ -161,7 +162,7 @@ def train(
     }
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     if checkpoint.is_file():
-        saved = torch.load(checkpoint, weights_only=False)
+        saved = torch.load(checkpoint, weights_only=False, map_location=device)
         if saved["fingerprint"] != fingerprint:
             raise ValueError(
                 f"checkpoint={str(checkpoint)!r}: made with other settings or "
@@ -175,8 +176,8 @@ def train(
 
     def validate() -> float:
         with torch.no_grad():
-            x = torch.as_tensor(validation.patches)
-            theta = torch.as_tensor(validation.theta, dtype=torch.float32)
+            x = torch.as_tensor(validation.patches, device=device)
+            theta = torch.as_tensor(validation.theta, dtype=torch.float32, device=device)
             labels = [CLASSES[i] for i in validation.label]
             ctx = [contexts[i] for i in validation.case]
             nll = []
@@ -202,7 +203,9 @@ def train(
             rng = np.random.default_rng([config.seed, 1, step])
             pick = rng.integers(0, len(entries), config.batch)
             ctx, labels, variants, entry = zip(*(entries[i] for i in pick), strict=True)
-            target = templates[torch.as_tensor(entry), torch.as_tensor(variants)]
+            target = templates[
+                torch.as_tensor(entry, device=device), torch.as_tensor(variants, device=device)
+            ]
             lr = 3e-3 * 0.5 * (1 + math.cos(math.pi * min(step / config.pretrain_steps, 1.0)))
             for group in optimizer.param_groups:
                 group["lr"] = max(lr, 1e-5)
@@ -210,8 +213,8 @@ def train(
             loss = (((predicted - target) ** 2) / (target + 2e-4)).sum((1, 2)).mean()
         else:
             batch = generator.draw(config.batch, seed=[config.seed, 2, step])
-            x = torch.as_tensor(batch.patches)
-            theta = torch.as_tensor(batch.theta, dtype=torch.float32)
+            x = torch.as_tensor(batch.patches, device=device)
+            theta = torch.as_tensor(batch.theta, dtype=torch.float32, device=device)
             loss = (
                 -model.log_likelihood(
                     x,
@@ -231,11 +234,13 @@ def train(
             value = validate()
             state["elapsed"] = time.monotonic() - started
             state["history"].append(
-                (state["stage"], state["step"], float(loss.detach()), value, round(state["elapsed"], 1))
-            )
-            log(
-                f"stage {state['stage']} step {state['step']}: loss {float(loss.detach()):.5g}, "
-                f"validation NLL {value:.5f} nats/pixel"
+                (
+                    state["stage"],
+                    state["step"],
+                    float(loss.detach()),
+                    value,
+                    round(state["elapsed"], 1),
+                )
             )
             if state["stage"] == 2:
                 if value < state["best"] - 1e-6:
@@ -259,6 +264,10 @@ def train(
                     "state": state,
                 },
                 checkpoint,
+            )
+            log(
+                f"stage {state['history'][-1][0]} step {state['step']}: "
+                f"loss {float(loss.detach()):.5g}, validation NLL {value:.5f} nats/pixel"
             )
             if done:
                 break

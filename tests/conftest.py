@@ -9,6 +9,10 @@ import tempfile
 import numpy as np
 import pytest
 
+from prob.grid import select_cases
+from simulate.bank import BankConfig, build_bank
+from simulate.engine import EngineConfig
+
 _TMP = tempfile.mkdtemp(prefix="ctxdefect-tests-")
 os.environ.setdefault("MPLCONFIGDIR", os.path.join(_TMP, "mpl"))
 os.environ.setdefault("XDG_CACHE_HOME", os.path.join(_TMP, "cache"))
@@ -24,3 +28,23 @@ def _seed() -> None:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+TINY_CONFIG = BankConfig(abtem=EngineConfig(frozen_phonons=4))
+
+
+@pytest.fixture(scope="session")
+def tiny_bank(tmp_path_factory):
+    """(cases, bank, folder, log lines) of a build of MoS2-W-60kV-HAADF."""
+    folder = tmp_path_factory.mktemp("bank")
+    cases = select_cases(host="MoS2", dopant="W", kv=60, detector="HAADF")
+    lines: list[str] = []
+    bank = build_bank(
+        cases,
+        config=TINY_CONFIG,
+        cache_dir=folder / "runs",
+        processes=False,
+        log=lines.append,
+        progress=False,
+    )
+    return cases, bank, folder, lines

@@ -7,7 +7,7 @@ from prob.classes import CLASSES
 from prob.io import read_netcdf, write_netcdf
 from simulate.bank import RunCache, build_bank, plan
 from simulate.renderer import PATCH, PatchGenerator, render_patch_set
-from tests.simulate.conftest import CONFIG
+from tests.conftest import TINY_CONFIG as CONFIG
 
 
 def test_bank_is_valid_and_physical(tiny_bank):

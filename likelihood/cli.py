@@ -1,0 +1,60 @@
+"""``ctxdefect train``: fit the likelihood to a TemplateBank."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from prob.io import read_netcdf
+from prob.validate import validate_number, validate_seed
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="train the neural likelihood on a TemplateBank")
+    train.add_argument("--bank", help="TemplateBank (default: the shipped one)")
+    train.add_argument("--out", required=True, help="model file to write")
+    train.add_argument("--minutes", default="25", help="wall-clock budget [min]")
+    train.add_argument("--exclude-dopant", help="a dopant whose cases training never sees")
+    train.add_argument("--seed", default="0")
+    train.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda if present)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(run=_cmd_train)
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"device={name!r}: expected cpu, cuda or auto")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda': no CUDA device is available")
+    return name
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from likelihood.train import TrainConfig, train
+    from simulate.cli import default_bank_path
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise ValueError(f"out={args.out!r}: folder {str(out.parent)!r} does not exist")
+    config = TrainConfig(
+        seed=validate_seed("seed", args.seed),
+        minutes=validate_number(
+            "minutes", args.minutes, low=0, low_inclusive=False, unit="min", what="a duration"
+        ),
+        exclude_dopant=args.exclude_dopant,
+        device=_device(args.device),
+    )
+    bank_path = args.bank or default_bank_path()
+    bank = read_netcdf(bank_path, kind="TemplateBank")
+    train(bank, out, config=config, bank_path=bank_path, progress=False if args.quiet else None)
+    print(f"wrote {out}")
+    return 0
+
+
+def default_model_path() -> Path:
+    """The likelihood model shipped inside the package."""
+    return Path(__file__).parent / "data" / "model.pt"
