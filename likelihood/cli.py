@@ -20,6 +20,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(run=_cmd_train)
 
+    info = sub.add_parser("model", help="show a likelihood model and check it against a bank")
+    info.add_argument("--model", help="model file (default: the shipped one)")
+    info.add_argument("--bank", help="TemplateBank to check it against (default: the shipped one)")
+    info.set_defaults(run=_cmd_model)
+
 
 def _device(name: str) -> str:
     import torch
@@ -52,6 +57,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     bank = read_netcdf(bank_path, kind="TemplateBank")
     train(bank, out, config=config, bank_path=bank_path, progress=False if args.quiet else None)
     print(f"wrote {out}")
+    return 0
+
+
+def _cmd_model(args: argparse.Namespace) -> int:
+    import json
+
+    from likelihood.artifact import load_model
+    from simulate.cli import default_bank_path
+
+    bank = read_netcdf(args.bank or default_bank_path(), kind="TemplateBank")
+    _, meta = load_model(args.model or default_model_path(), bank=bank)
+    training = {k: v for k, v in meta["training"].items() if k != "history"}
+    summary = {"training": training, "bank": meta["bank"], "provenance": meta["provenance"]}
+    print(json.dumps(summary, indent=1, default=str))
     return 0
 
 

@@ -10,8 +10,8 @@
 
 Validation holds out one variant (``strained``: the only one with 1 % strain)
 from both stages, with its own θ draws; the state with the best validation NLL
-is kept, training stops when it has not improved for ``patience`` checks or
-the time budget is spent. Every check writes a checkpoint (``OUT.ckpt``); the
+(over both stages) is kept; stage 2 stops when it has not improved for
+``patience`` checks or the time budget is spent. Every check writes a checkpoint (``OUT.ckpt``); the
 same command, restarted, resumes from it.
 """
 
@@ -242,15 +242,14 @@ def train(
                     round(state["elapsed"], 1),
                 )
             )
-            if state["stage"] == 2:
-                if value < state["best"] - 1e-6:
-                    state.update(
-                        best=value,
-                        since_best=0,
-                        best_state={k: v.clone() for k, v in model.state_dict().items()},
-                    )
-                else:
-                    state["since_best"] += 1
+            if value < state["best"] - 1e-6:
+                state.update(
+                    best=value,
+                    since_best=0,
+                    best_state={k: v.clone() for k, v in model.state_dict().items()},
+                )
+            elif state["stage"] == 2:
+                state["since_best"] += 1
             if state["stage"] == 1 and state["step"] >= config.pretrain_steps:
                 state.update(stage=2)
                 optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)

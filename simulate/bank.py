@@ -367,8 +367,12 @@ def build_bank(
     entries, needs = plan(cases, config)
     runs = sorted({r for rs in entries.values() for r in rs}, key=lambda r: r.slug)
     missing = [r for r in runs if r not in cache]
+    missing_set = set(missing)
     finished = [name for name, rs in needs.items() if all(r in cache for r in rs)]
     log(f"{len(runs)} abTEM runs for {len(cases)} cases; {len(runs) - len(missing)} cached")
+    cached = [r.slug for r in runs if r not in missing_set]
+    if cached:
+        log(f"skipped {len(cached)} cached runs: {', '.join(cached)}")
     if finished:
         log(f"skipped {len(finished)} finished cases (all runs cached): {', '.join(finished)}")
     run_missing(

@@ -90,3 +90,31 @@ def test_model_file_errors(tiny_bank, tmp_path):
         load_model(path, bank=other)
     with pytest.raises(ValueError, match="no such file"):
         load_model(tmp_path / "missing.pt")
+
+
+def test_cli_model_refuses_bad_files_in_one_line(tiny_bank, tmp_path, capsys):
+    from inference.cli import main
+    from prob.io import write_netcdf
+
+    _, bank, _, _ = tiny_bank
+    bank_file = write_netcdf(bank, tmp_path / "bank.nc")
+    model = NeuralLikelihood(LikelihoodConfig(hidden=16, depth=1))
+    good = save_model(model, tmp_path / "m.pt", bank=bank, training={"seed": 0})
+    assert main(["model", "--model", str(good), "--bank", str(bank_file)]) == 0
+    assert '"sha256"' in capsys.readouterr().out
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[:2000])
+    import netCDF4
+
+    old_file = write_netcdf(bank, tmp_path / "old.nc")
+    with netCDF4.Dataset(old_file, "a") as handle:  # a file of another schema version
+        handle.setncattr("schema_version", 1)
+    for args in (
+        ["--model", str(cut), "--bank", str(bank_file)],
+        ["--model", str(good), "--bank", str(tmp_path / "old.nc")],
+    ):
+        assert main(["model", *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and (
+            "not a readable model file" in err[0] or "schema_version is 1, expected 2" in err[0]
+        )
