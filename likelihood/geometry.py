@@ -89,6 +89,6 @@ def role_kinds(label: str, context: Context, variant: int) -> dict[str, ColumnKi
     }
     if VARIANTS[variant].neighbour:
         other = "chalcogen" if site_type_of(label) == "metal" else "metal"
-        elements = column_atoms(neighbour_defect(other, context), context).elements
+        elements = column_atoms(neighbour_defect(other), context).elements
         kinds["neighbour"] = kind_of(elements, host)
     return kinds

@@ -1,8 +1,10 @@
 """Training the likelihood: least squares on the bank's templates, then maximum likelihood.
 
-1. **Initialisation** — the profile network is fitted to the bank's noise-free
-   templates by weighted least squares, weight 1/(T + 2·10⁻⁴): the Poisson
-   deviance of a unit dose, so relative errors count where the counts are.
+1. **Initialisation** — the column profiles are recovered from the bank's
+   noise-free templates by exact linear least squares (:mod:`likelihood.profiles`),
+   and the profile network regresses on them (each profile scaled to its peak;
+   squared error weighted like a Poisson deviance, 1/(p + 10⁻³), and by the
+   ring area r + 0.05 Å at each radius).
 2. **Maximum likelihood** — patches streamed from the bank through the renderer
    (:class:`simulate.renderer.PatchGenerator`; nothing stored), each with its
    drawn θ and variant: the loss is the complete-data −log p_φ(x | c, v, θ, m)
@@ -32,8 +34,10 @@ import torch
 
 from likelihood.artifact import bank_fingerprint, save_model
 from likelihood.model import LikelihoodConfig, NeuralLikelihood
+from likelihood.profiles import recover_profiles
 from prob.classes import CLASSES
 from prob.context import NONE, contexts_from_coords
+from simulate.columns import RADII
 from simulate.renderer import NuisancePrior, PatchGenerator
 
 
@@ -65,11 +69,11 @@ class TrainConfig:
 
     seed: int = 0
     minutes: float = 25.0
-    pretrain_steps: int = 1500
+    pretrain_steps: int = 4000
     batch: int = 256
     validation_variant: int = 3
     validation_size: int = 2048
-    check_every: int = 50
+    check_every: int = 100
     patience: int = 12
     exclude_dopant: str | None = None
     device: str = "cpu"
@@ -140,8 +144,17 @@ def train(
     )
 
     device = torch.device(config.device)
-    templates = torch.as_tensor(bank["template"].values, dtype=torch.float32, device=device)
     entries = _entries(bank, cases, train_variants)
+    features, targets = recover_profiles(
+        [(ctx, label, v) for ctx, label, v, _ in entries],
+        bank["template"].values[[e for *_, e in entries], [v for _, _, v, _ in entries]],
+    )
+    features_t = torch.as_tensor(features, dtype=torch.float32, device=device)
+    scale = np.abs(targets).max(axis=1, keepdims=True)
+    targets_t = torch.as_tensor(targets / scale, dtype=torch.float32, device=device)
+    scale_t = torch.as_tensor(scale, dtype=torch.float32, device=device)
+    ring = torch.as_tensor(RADII + 0.05, dtype=torch.float32, device=device)
+    log(f"recovered {len(features)} column profiles from {len(entries)} templates")
     prior = NuisancePrior()
     generator = PatchGenerator(
         bank, prior=prior, seed=config.seed, cases=cases, variants=train_variants
@@ -200,17 +213,11 @@ def train(
     while True:
         step = state["step"]
         if state["stage"] == 1:
-            rng = np.random.default_rng([config.seed, 1, step])
-            pick = rng.integers(0, len(entries), config.batch)
-            ctx, labels, variants, entry = zip(*(entries[i] for i in pick), strict=True)
-            target = templates[
-                torch.as_tensor(entry, device=device), torch.as_tensor(variants, device=device)
-            ]
             lr = 3e-3 * 0.5 * (1 + math.cos(math.pi * min(step / config.pretrain_steps, 1.0)))
             for group in optimizer.param_groups:
                 group["lr"] = max(lr, 1e-5)
-            predicted = model.templates(ctx, labels, variants)
-            loss = (((predicted - target) ** 2) / (target + 2e-4)).sum((1, 2)).mean()
+            predicted = torch.exp(model.profile_net(features_t)) / scale_t
+            loss = (((predicted - targets_t) ** 2 / (targets_t.abs() + 1e-3)) * ring).sum(1).mean()
         else:
             batch = generator.draw(config.batch, seed=[config.seed, 2, step])
             x = torch.as_tensor(batch.patches, device=device)

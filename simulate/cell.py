@@ -33,7 +33,7 @@ def cell_structure(label: str, context: Context, variant: Variant, repeats: tupl
         offsets -= box * np.round(offsets / box)
         near = candidates[choose_neighbour(offsets)]
         # the neighbour goes first: placing a class renumbers atoms but moves none
-        atoms = place_class(atoms, near, neighbour_defect(other, context), context)
+        atoms = place_class(atoms, near, neighbour_defect(other), context)
     atoms = place_class(atoms, site, label, context)
     return atoms, site.xy
 

@@ -102,18 +102,22 @@ class NuisancePrior:
         return theta
 
 
-def filter_matrices(offset: np.ndarray, blur: np.ndarray) -> np.ndarray:
+def filter_matrices(offset: np.ndarray, blur: np.ndarray, dtype=np.float64) -> np.ndarray:
     """Blur-and-shift matrices of shape (n, PATCH, WINDOW) for one image axis.
 
     ``patch_axis = A @ template_axis``: a Gaussian of rms `blur` [Å] and a shift
     of the content by `offset` [Å], applied as an exact periodic filter over the
-    WINDOW pixels, then the central PATCH rows kept.
+    WINDOW pixels, then the central PATCH rows kept. `dtype` float32 computes in
+    single precision (the renderer's choice; 1e-7 from float64).
     """
-    offset = np.asarray(offset, dtype=float)[:, None]
-    blur = np.asarray(blur, dtype=float)[:, None]
-    f = np.fft.fftfreq(WINDOW, d=SAMPLING)[None, :]  # [1/Å]
-    transfer = np.exp(-2 * np.pi**2 * blur**2 * f**2 - 2j * np.pi * f * offset)
-    kernel = np.fft.ifft(transfer, axis=1).real  # g[m], m = output − input (mod WINDOW)
+    offset = np.asarray(offset, dtype=dtype)[:, None]
+    blur = np.asarray(blur, dtype=dtype)[:, None]
+    f = np.fft.fftfreq(WINDOW, d=SAMPLING).astype(dtype)[None, :]  # [1/Å]
+    amplitude = np.exp(dtype(-2 * np.pi**2) * blur**2 * f**2)
+    phase = dtype(-2 * np.pi) * f * offset
+    transfer = amplitude * np.cos(phase) + 1j * (amplitude * np.sin(phase))
+    complex_type = np.complex64 if dtype == np.float32 else np.complex128
+    kernel = np.fft.ifft(transfer.astype(complex_type), axis=1).real  # g[m], m = out − in
     first = (WINDOW - PATCH) // 2
     rows = first + np.arange(PATCH)[:, None]
     cols = np.arange(WINDOW)[None, :]
@@ -142,16 +146,16 @@ def render(
     if theta.shape != (templates.shape[0], len(PARAMS)):
         raise ValueError(f"theta has shape {theta.shape}: expected ({templates.shape[0]}, 6)")
     amplitude, background, blur, dx, dy, dose = theta.T
-    a_y = filter_matrices(dy, blur).astype(np.float32)
+    a_y = filter_matrices(dy, blur, np.float32)
     if jitter > 0:
         rows = a_y @ templates  # (n, PATCH, WINDOW)
         shifts = dx[:, None] + jitter * rng.standard_normal((len(dx), PATCH))
-        a_x = filter_matrices(shifts.ravel(), np.repeat(blur, PATCH)).reshape(
+        a_x = filter_matrices(shifts.ravel(), np.repeat(blur, PATCH), np.float32).reshape(
             len(dx), PATCH, PATCH, WINDOW
         )
         mean = np.einsum("npw,npqw->npq", rows, a_x)
     else:
-        mean = rows_and_columns(templates, a_y, filter_matrices(dx, blur).astype(np.float32))
+        mean = rows_and_columns(templates, a_y, filter_matrices(dx, blur, np.float32))
     electrons = (dose * SAMPLING**2)[:, None, None]
     rate = np.clip(electrons * (mean + background[:, None, None]), 0.0, None)
     counts = rng.poisson(rate).astype(np.float32)

@@ -17,7 +17,8 @@ strained   20 Å      +1 %   pristine
 ========== ========= ====== =========================================================
 
 The defective neighbour of a metal site is a single chalcogen vacancy (VX); of a
-chalcogen site, the dopant where the sample has one, else a metal vacancy.
+chalcogen site, a metal vacancy (VM) — both independent of the dopant, so the
+templates of host classes are shared by all dopant cases.
 2-fold astigmatism is not a variant: it breaks the radial symmetry the column
 profiles rely on (the full-cell engine can add it).
 """
@@ -31,7 +32,7 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 
 from prob.classes import column_atoms, site_type_of
-from prob.context import NONE, Context
+from prob.context import Context
 from prob.materials import Host, host_of
 from simulate.columns import RADII, RADIUS_MAX, ColumnKind
 
@@ -149,7 +150,7 @@ def site_columns(label: str, context: Context, variant: Variant) -> list[PlacedC
         placed.append(PlacedColumn(centre, (0.0, 0.0)))
     if geometry.neighbour is not None:
         site_type, xy = geometry.neighbour
-        elements = column_atoms(neighbour_defect(site_type, context), context).elements
+        elements = column_atoms(neighbour_defect(site_type), context).elements
         kind = kind_of(elements, host)
         if kind is not None:
             placed.append(PlacedColumn(kind, xy))
@@ -167,11 +168,14 @@ def choose_neighbour(offsets: np.ndarray) -> int:
     return int(max(tied, key=lambda i: (round(offsets[i, 1], 3), round(offsets[i, 0], 3))))
 
 
-def neighbour_defect(site_type: str, context: Context) -> str:
-    """Class of the defective neighbour of the `neighbour` variant, on a `site_type` column."""
-    if site_type == "chalcogen":
-        return "VX"
-    return "D" if context.dopant not in (None, NONE) else "VM"
+def neighbour_defect(site_type: str) -> str:
+    """Class of the defective neighbour of the `neighbour` variant, on a `site_type` column.
+
+    A single chalcogen vacancy next to a metal site, a metal vacancy next to a
+    chalcogen site: neither depends on the dopant, so a chalcogen-site template
+    stays the same in all 16 dopant cases of a host (and is stored once).
+    """
+    return "VX" if site_type == "chalcogen" else "VM"
 
 
 def pixel_grid() -> tuple[np.ndarray, np.ndarray]:
