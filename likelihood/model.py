@@ -59,6 +59,8 @@ class LikelihoodConfig:
         Width of the profile network's hidden layers.
     depth : int
         Number of hidden layers.
+    components : int
+        Basis profiles the network combines.
     read_noise : float
         rms read noise [detected electrons]; the renderer's value.
     residual_variance : float
@@ -67,6 +69,7 @@ class LikelihoodConfig:
 
     hidden: int = 192
     depth: int = 3
+    components: int = 24
     read_noise: float = 0.5
     residual_variance: float = 0.01
 
@@ -88,46 +91,87 @@ def kind_features(kind: ColumnKind, context: Context, defocus: float) -> tuple[f
 
 
 class ProfileNet(nn.Module):
-    """Physical column features → log radial profile on RADII."""
+    """Physical column features → radial profile on RADII [fraction of the beam].
 
-    def __init__(self, hidden: int, depth: int) -> None:
+    The profile is ``exp(s) · Σ_j a_j φ_j(r)``: an MLP maps standardised features
+    to a log peak scale s and coefficients a_j on ``components`` basis profiles
+    φ_j. Bank profiles are low-dimensional (8 principal components reproduce all
+    the 200 kV ones to 4·10⁻⁵ of their peak), so the basis is the leading
+    principal components of the training profiles and the network regresses
+    (s, a) — standardised — instead of 81 values. :meth:`fit_normalisation`
+    sets the basis and the standardisation from training data; they are saved
+    with the weights.
+    """
+
+    def __init__(self, hidden: int, depth: int, components: int) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = 12
         for _ in range(depth):
             layers += [nn.Linear(width, hidden), nn.SiLU()]
             width = hidden
-        layers.append(nn.Linear(width, len(RADII)))
+        layers.append(nn.Linear(width, components + 1))
         self.net = nn.Sequential(*layers)
-        with torch.no_grad():  # start near a 0.4 Å-wide profile of 1 % of the beam
-            self.net[-1].weight.mul_(0.1)
-            self.net[-1].bias.copy_(
-                torch.as_tensor(np.log(0.01) - RADII**2 / (2 * 0.4**2), dtype=torch.float32)
-            )
+        # placeholders until fit_normalisation: Gaussian bumps of growing width
+        widths = np.linspace(0.3, 2.0, components)[:, None]
+        basis = np.exp(-(RADII[None, :] ** 2) / (2 * widths**2))
+        self.register_buffer("basis", torch.as_tensor(basis, dtype=torch.float32))
+        self.register_buffer("in_mean", torch.zeros(12))
+        self.register_buffer("in_sd", torch.ones(12))
+        self.register_buffer("out_mean", torch.zeros(components + 1))
+        self.register_buffer("out_sd", torch.ones(components + 1))
+        with torch.no_grad():
+            self.out_mean[0] = math.log(0.01)
+            self.out_sd[1:] = 0.1
 
     @staticmethod
     def encode(features: torch.Tensor) -> torch.Tensor:
         z_top, z_bottom, spacing, kv, inner, outer, convergence, defocus = features.unbind(-1)
         return torch.stack(
             [
-                z_top / 40,
-                z_bottom / 40,
-                torch.log1p(z_top) / 4,
-                torch.log1p(z_bottom) / 4,
-                spacing / 3,
-                kv / 100,
-                100 / kv,
-                inner / 100,
-                outer / 100,
+                z_top,
+                z_bottom,
+                torch.log1p(z_top),
+                torch.log1p(z_bottom),
+                spacing,
+                kv,
+                1 / kv,
+                inner,
+                outer,
                 torch.log(outer / torch.clamp(inner, min=1.0)),
-                convergence / 30,
-                defocus / 20,
+                convergence,
+                defocus,
             ],
             dim=-1,
         )
 
+    def standardised(self, features: torch.Tensor) -> torch.Tensor:
+        """The network's raw output: standardised (log scale, coefficients)."""
+        return self.net((self.encode(features) - self.in_mean) / self.in_sd)
+
+    def targets(self, profiles: torch.Tensor) -> torch.Tensor:
+        """Standardised (log scale, coefficients) of given profiles (rows)."""
+        scale = profiles.abs().amax(1, keepdim=True)
+        coefficients = (profiles / scale) @ self.basis.T
+        return (torch.cat([torch.log(scale), coefficients], 1) - self.out_mean) / self.out_sd
+
+    @torch.no_grad()
+    def fit_normalisation(self, features: torch.Tensor, profiles: torch.Tensor) -> None:
+        """Set the input standardisation, the basis and the output standardisation."""
+        encoded = self.encode(features)
+        self.in_mean.copy_(encoded.mean(0))
+        self.in_sd.copy_(encoded.std(0).clamp_min(1e-6))
+        scale = profiles.abs().amax(1, keepdim=True)
+        _, _, vt = torch.linalg.svd(profiles / scale, full_matrices=False)
+        k = self.basis.shape[0]
+        self.basis.copy_(vt[:k])
+        raw = torch.cat([torch.log(scale), (profiles / scale) @ self.basis.T], 1)
+        self.out_mean.copy_(raw.mean(0))
+        self.out_sd.copy_(raw.std(0).clamp_min(1e-6))
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.net(self.encode(features))
+        out = self.standardised(features) * self.out_sd + self.out_mean
+        return torch.exp(out[:, :1]) * (out[:, 1:] @ self.basis)
 
 
 class NeuralLikelihood(nn.Module):
@@ -136,7 +180,7 @@ class NeuralLikelihood(nn.Module):
     def __init__(self, config: LikelihoodConfig | None = None) -> None:
         super().__init__()
         self.config = config or LikelihoodConfig()
-        self.profile_net = ProfileNet(self.config.hidden, self.config.depth)
+        self.profile_net = ProfileNet(self.config.hidden, self.config.depth, self.config.components)
         self.log_residual = nn.Parameter(torch.tensor(math.log(self.config.residual_variance)))
 
     @property
@@ -148,8 +192,9 @@ class NeuralLikelihood(nn.Module):
         unique, inverse = np.unique(
             np.asarray(features, dtype=np.float64), axis=0, return_inverse=True
         )
-        out = torch.exp(self.profile_net(torch.as_tensor(unique, dtype=torch.float32)))
-        return out[torch.as_tensor(inverse.ravel())]
+        device = self.log_residual.device
+        out = self.profile_net(torch.as_tensor(unique, dtype=torch.float32, device=device))
+        return out[torch.as_tensor(inverse.ravel(), device=device)]
 
     def _matrices(self, host: str, site_type: str, variant: int) -> list[torch.Tensor]:
         """The role matrices on this model's device (cached per device)."""
