@@ -21,8 +21,11 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
+    import torch
+
     random.seed(0)
     np.random.seed(0)  # noqa: NPY002 - guards against stray global-state use
+    torch.manual_seed(0)
 
 
 @pytest.fixture
