@@ -70,7 +70,7 @@ class LikelihoodConfig:
     hidden: int = 192
     depth: int = 3
     components: int = 24
-    read_noise: float = 0.5
+    read_noise: float = 1.0
     residual_variance: float = 0.01
 
 

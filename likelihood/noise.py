@@ -2,14 +2,14 @@
 
 A pixel receives N_e = dose · s² electrons (s the pixel size [Å]); the detector
 counts k ~ Poisson(λ), λ = N_e · (μ + b), and records x = a · (k + ε) / N_e with
-ε ~ N(0, r² + ν): r the read noise of the renderer (0.5 detected electrons)
+ε ~ N(0, r² + ν): r the read noise of the renderer (1 detected electron)
 and ν ≥ 0 a *residual variance* the likelihood may learn for what neither
 the template nor the counting statistics explain. In count units y = x·N_e/a:
 
     p(y) = Σ_k Poisson(k; λ) · N(y − k; 0, r² + ν),
 
-summed over the integers k within ``6·sqrt(r² + ν)`` of y (every other term is
-below e⁻¹⁸ of the largest), and p(x) = p(y) · N_e / a. At high counts this is
+summed over the integers k within ``4.5·sqrt(r² + ν)`` of y (every other term is
+below e⁻¹⁰ of the largest), and p(x) = p(y) · N_e / a. At high counts this is
 the usual Gaussian with variance λ + r² + ν; at the lowest doses (λ < 1 between
 columns) the discreteness of the counts is kept exactly.
 """
@@ -35,9 +35,10 @@ def poisson_gaussian_logpdf(y: torch.Tensor, rate: torch.Tensor, variance: float
     """
     variance = torch.as_tensor(variance, dtype=y.dtype, device=y.device)
     sd = float(variance.detach().sqrt())
-    half = max(2, math.ceil(6.0 * sd))
+    half = max(2, math.ceil(4.5 * sd))
     offsets = torch.arange(-half, half + 1, dtype=y.dtype, device=y.device)
-    k = torch.round(y).unsqueeze(-1) + offsets
+    # the window of counts k around y, moved up to start at 0 where y < half (k ≥ 0 only)
+    k = torch.clamp(torch.round(y), min=float(half)).unsqueeze(-1) + offsets
     valid = k >= 0
     k = k.clamp_min(0.0)
     rate = torch.clamp(rate, min=1e-12).unsqueeze(-1)
