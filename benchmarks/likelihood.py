@@ -18,6 +18,12 @@ Run: ``python benchmarks/likelihood.py [--n 20000]``.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# this script's folder holds likelihood.py / simulate.py: keep it from shadowing the packages
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import argparse
 import time
 
@@ -172,7 +178,7 @@ def main() -> None:
     print(f"acc_ml_theta_known_class_D: {(ours.argmax(1) == truth)[is_d].mean():.4f}")
     print(f"acc_ideal_theta_known_class_D: {(ideal.argmax(1) == truth)[is_d].mean():.4f}")
     print(
-        f"residual_variance_counts2: {float(model.noise_variance) - model.config.read_noise**2:.5f}"
+        f"residual_variance_counts2: {float(model.noise_variance.detach()) - model.config.read_noise**2:.5f}"
     )
     if args.heldout_model:
         held, held_meta = load_model(args.heldout_model, bank=bank)

@@ -21,6 +21,12 @@ skips the full-cell runs).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# this script's folder holds likelihood.py / simulate.py: keep it from shadowing the packages
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import argparse
 import statistics
 import tempfile
