@@ -246,6 +246,9 @@ def test_refusals(rng):
         _find(image, 0.3)
     with pytest.raises(ValueError, match=r"pixel_size=0\.2: nearest columns|columns: "):
         _find(rng.poisson(50.0, SHAPE).astype(float), 0.2)  # noise, no lattice
+    metals_only, _ = synthetic(SHAPE, pixel_size=0.2, chalcogen=0.0, seed=17)
+    with pytest.raises(ValueError, match="that both sublattices are visible"):
+        _find(metals_only, 0.2)
     with pytest.raises(TypeError, match="metal_brighter='yes': expected True or False"):
         _find(image, 0.2, metal_brighter="yes")
     with pytest.raises(ValueError, match=r"lattice_constant=9\.0: expected a number in"):
