@@ -16,6 +16,11 @@ SitePosterior  ``probability(prior, site, class)``, ``entropy(prior, site)``
                [nats], ``map_class(prior, site)``, ``theta_mean/theta_sd(site,
                param)``, ``pareto_k(site)``; coords ``x``, ``y`` [px],
                ``site_type``; optional ``true_class(site)``.
+MetadataStudy  which context fields reduce posterior ambiguity
+               (:mod:`inference.study`): ``expected_entropy(subset)`` [nats]
+               and ``accuracy(subset)`` per subset of fields, ``shapley``,
+               ``loo_gain``, ``add_one_gain(field)``, ``cmi(subset, field)``,
+               ``pair_resolution(pair, field)``, ``case_entropy(case, subset)``.
 ========== ==================================================================
 
 Every builder stamps ``ctxdefect_kind`` and the provenance attributes
@@ -40,7 +45,12 @@ from prob.nuisance import UNITS as PARAM_UNITS
 from prob.provenance import provenance
 
 PRIORS: tuple[str, ...] = ("context_free", "context_aware")
-SCHEMA_VERSIONS: dict[str, int] = {"TemplateBank": 2, "PatchSet": 1, "SitePosterior": 1}
+SCHEMA_VERSIONS: dict[str, int] = {
+    "TemplateBank": 2,
+    "PatchSet": 1,
+    "SitePosterior": 1,
+    "MetadataStudy": 1,
+}
 """Bumped whenever a kind's layout changes; files of another version are refused."""
 _CONTEXT_COORDS = ELEMENT_FIELDS + NUMERIC_FIELDS
 
@@ -113,6 +123,33 @@ SCHEMAS: dict[str, Schema] = {
         },
         attrs=_PROVENANCE_ATTRS,
         optional={"true_class": ("site",)},
+    ),
+    "MetadataStudy": Schema(
+        "MetadataStudy",
+        variables={
+            **{f"expected_entropy{s}": ("subset",) for s in ("", "_lo", "_hi")},
+            "accuracy": ("subset",),
+            **{f"shapley{s}": ("field",) for s in ("", "_lo", "_hi")},
+            "loo_gain": ("field",),
+            "add_one_gain": ("field",),
+            **{f"cmi{s}": ("subset", "field") for s in ("", "_lo", "_hi")},
+            "pair_resolution": ("pair", "field"),
+            "case_entropy": ("case", "subset"),
+        },
+        coords={
+            "subset": ("subset",),
+            "field": ("field",),
+            "member": ("subset", "field"),
+            "pair": ("pair",),
+            "case_name": ("case",),
+        },
+        attrs=(
+            *_PROVENANCE_ATTRS,
+            "shapley_sum",
+            "entropy_gap_total",
+            "efficiency_mc_error",
+            "monotonicity_violations",
+        ),
     ),
 }
 KINDS: tuple[str, ...] = tuple(SCHEMAS)
@@ -204,10 +241,25 @@ def _check_posterior(ds: xr.Dataset) -> list[str]:
     return problems
 
 
+def _check_study(ds: xr.Dataset) -> list[str]:
+    n_field, n_subset = ds.sizes["field"], ds.sizes["subset"]
+    if n_subset != 2**n_field:
+        return [f"subset has {n_subset} entries, expected 2**{n_field} (one per set of fields)"]
+    h = ds["expected_entropy"].values
+    if np.any(~np.isfinite(h)) or np.any(h < 0):
+        return ["expected_entropy: expected finite values ≥ 0 nats"]
+    member = ds["member"].values.astype(bool)
+    gap = h[~member.any(1)][0] - h[member.all(1)][0]
+    if abs(float(ds["shapley"].values.sum()) - gap) > 1e-9:
+        return [f"shapley sums to {ds['shapley'].values.sum():.12g}, expected {gap:.12g} nats"]
+    return []
+
+
 _CONTENT_CHECKS = {
     "TemplateBank": _check_bank,
     "PatchSet": _check_patches,
     "SitePosterior": _check_posterior,
+    "MetadataStudy": _check_study,
 }
 
 
@@ -392,3 +444,19 @@ def site_posterior(
     }
     ds = xr.Dataset(data, coords=coords)
     return _stamp(ds, "SitePosterior", seed, {**context.to_attrs(), **dict(attrs or {})})
+
+
+def metadata_study(
+    variables: Mapping[str, tuple],
+    *,
+    coords: Mapping[str, tuple],
+    seed: int | None = None,
+    attrs: Mapping[str, Any] | None = None,
+) -> xr.Dataset:
+    """A MetadataStudy from xarray ``(dims, values[, attrs])`` tuples (built by inference.study).
+
+    ``attrs`` must hold ``shapley_sum``, ``entropy_gap_total`` [nats],
+    ``efficiency_mc_error`` [nats] and ``monotonicity_violations``.
+    """
+    ds = xr.Dataset(dict(variables), coords=dict(coords))
+    return _stamp(ds, "MetadataStudy", seed, attrs)
