@@ -1,0 +1,109 @@
+"""The posterior artifact: the trained guide and the fitted temperature, tied to one likelihood.
+
+One file (torch, loaded with ``weights_only``) holding the guide's weights and
+width, the likelihood temperature τ, the nuisance prior it was trained under,
+the SHA-256 of the likelihood model file it belongs to, a training summary and
+provenance. Loading checks the model hash and says exactly what does not match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from inference.guide import GuideNet
+from prob.provenance import provenance
+from simulate.renderer import NuisancePrior
+
+FORMAT = "ctxdefect-posterior"
+FORMAT_VERSION = 1
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_posterior(
+    path,
+    guide: GuideNet,
+    *,
+    hidden: int,
+    temperature: float,
+    prior: NuisancePrior,
+    model_path,
+    training: dict,
+    seed: int,
+) -> Path:
+    """Write the artifact atomically (temp file + rename)."""
+    target = Path(path)
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "hidden": int(hidden),
+        "state": guide.state_dict(),
+        "temperature": float(temperature),
+        "prior": asdict(prior),
+        "model_sha256": file_sha256(model_path),
+        "training": training,
+        "provenance": provenance(seed),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def load_posterior(path, *, model_path=None) -> tuple[GuideNet, dict]:
+    """(guide, metadata) from a posterior file; with `model_path`, check the model hash.
+
+    Raises
+    ------
+    ValueError
+        Unreadable or truncated file, another format or version, or a guide
+        trained for another likelihood model.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise ValueError(f"posterior={str(source)!r}: no such file")
+    try:
+        payload = torch.load(source, weights_only=True, map_location="cpu")
+    except Exception as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(
+            f"posterior={str(source)!r}: not a readable posterior file ({reason})"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"posterior={str(source)!r}: not a {FORMAT} file")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"posterior={str(source)!r}: format_version {payload.get('format_version')}, "
+            f"expected {FORMAT_VERSION}"
+        )
+    if model_path is not None:
+        actual = file_sha256(model_path)
+        if actual != payload["model_sha256"]:
+            raise ValueError(
+                f"posterior={str(source)!r} was trained for the likelihood with sha256 "
+                f"{payload['model_sha256'][:12]}…, but model={str(model_path)!r} has "
+                f"{actual[:12]}…"
+            )
+    guide = GuideNet(payload["hidden"])
+    guide.load_state_dict(payload["state"])
+    guide.eval()
+    meta = {k: payload[k] for k in ("temperature", "prior", "model_sha256", "training")}
+    meta["provenance"] = payload["provenance"]
+    return guide, meta

@@ -1,0 +1,212 @@
+"""An image, end to end: sites, patches, image-level context, per-site posteriors, summary.
+
+1. Sites: columns found, 2H lattice fitted, sublattices assigned
+   (:mod:`inference.sites`); which sublattice is brighter comes from the
+   likelihood's own templates for the context. Patches are cut in the
+   template frame at the model's sampling. When the image already has that
+   sampling and the lattice lies along the template axes (mod 120°), sites
+   are rounded to whole pixels and cut without interpolation (interpolation
+   would smooth the counting noise the likelihood expects); the sub-pixel
+   remainder is the nuisance offset's job.
+2. Image-level context: the grid cases consistent with what is known
+   (flags, then file metadata) share one latent m for the whole image,
+   p(m | image) ∝ Π_i Σ_c π(c | m) p(x_i | c, m)^(1/τ) over unflagged sites.
+3. Per site: p(c | x_i, image) = Σ_m p(m | image) p(c | x_i, m), under both
+   class priors — "context_free" (uniform over the classes each case allows)
+   and "context_aware" (concentrations and knock-on, or the user's).
+4. Summary: MAP counts per class; dopant / vacancy fractions with 95 %
+   credible intervals (site classes drawn from their posteriors, then the
+   fraction's Beta posterior given the drawn counts); flagged sites.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import xarray as xr
+
+from inference.images import Image
+from inference.posterior import PosteriorEngine, _logsumexp
+from inference.sites import Sites, cut_patches, find_sites
+from prob.classes import CLASSES, classes_of
+from prob.context import Context
+from prob.datasets import site_posterior
+from prob.grid import Case, consistent_cases
+from prob.materials import host_of
+from simulate.templates import SAMPLING, WINDOW
+
+PRIORS = ("context_free", "context_aware")
+_PRIOR_KIND = {"context_free": "uniform", "context_aware": "context_aware"}
+K_HAT_LIMIT = 0.7
+
+
+def image_context(context: Context, image: Image) -> Context:
+    """`context` with kV and detector taken from the file where the user left them unknown."""
+    fields = {}
+    if context.kv is None and image.kv is not None:
+        fields["kv"] = image.kv
+    if context.detector_inner is None and image.detector is not None:
+        fields["detector_inner"], fields["detector_outer"] = image.detector
+    return context.replace(pixel_size=image.pixel_size, **fields)
+
+
+def metal_brighter(engine: PosteriorEngine, cases: list[Case]) -> bool:
+    """Whether metal columns outshine chalcogen pairs, by the likelihood's templates (majority)."""
+    pairs = [(c.context, "M") for c in cases] + [(c.context, "X2") for c in cases]
+    with torch.no_grad():
+        t = engine.model.templates([p[0] for p in pairs], [p[1] for p in pairs], [0] * len(pairs))
+    centre = t[:, WINDOW // 2, WINDOW // 2].numpy()
+    return bool(np.mean(centre[: len(cases)] > centre[len(cases) :]) >= 0.5)
+
+
+class _Turned:
+    """A fitted lattice seen through a turn by a multiple of 120° (a symmetry of every site)."""
+
+    def __init__(self, lattice, angle: float) -> None:
+        self._lattice, self.template_angle = lattice, angle
+
+    def __getattr__(self, name: str):
+        return getattr(self._lattice, name)
+
+
+def _aligned(sites: Sites) -> Sites:
+    """Sites rounded to whole pixels with the template angle taken mod 120° to 0, if possible."""
+    lat = sites.lattice
+    turn = (lat.template_angle + 60.0) % 120.0 - 60.0
+    if abs(lat.pixel_size - SAMPLING) > 0.005 * SAMPLING or abs(turn) > 0.3:
+        return sites
+    return dataclasses.replace(
+        sites, x=np.round(sites.x), y=np.round(sites.y), lattice=_Turned(lat, 0.0)
+    )
+
+
+def classify_image(
+    image: Image,
+    context: Context,
+    engine: PosteriorEngine,
+    *,
+    temperature: float = 1.0,
+    overrides: dict | None = None,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> tuple[xr.Dataset, dict]:
+    """(SitePosterior, summary) of every lattice site of `image`."""
+    say = log or (lambda _: None)
+    if context.host is None:
+        raise ValueError("host=None: classify needs the host (e.g. --host MoS2)")
+    context = image_context(context, image)
+    cases = consistent_cases(context)
+    if not cases:
+        raise ValueError(f"context={context.to_json()}: no grid case is consistent with it")
+    lattice_constant = host_of(context.host_metal, context.host_chalcogen).a
+    sites = find_sites(
+        image, lattice_constant=lattice_constant, metal_brighter=metal_brighter(engine, cases)
+    )
+    sites = _aligned(sites)
+    patches = cut_patches(image, sites, sampling=SAMPLING)
+    say(f"{len(sites)} sites ({int((sites.site_type == 'metal').sum())} metal), {len(cases)} cases")
+    flagged = sites.edge | sites.contaminated | sites.off_lattice
+    evidence = {}
+    for site_type in ("metal", "chalcogen"):
+        rows = np.nonzero(sites.site_type == site_type)[0]
+        if len(rows):
+            evidence[site_type] = (
+                rows,
+                engine.evidence(patches[rows], site_type, cases, seed=seed),
+            )
+            say(f"{site_type}: {len(rows)} sites evaluated")
+    n = len(sites)
+    probability = np.zeros((len(PRIORS), n, len(CLASSES)))
+    case_post = {}
+    for k, name in enumerate(PRIORS):
+        log_m = np.zeros(len(cases))
+        per_type = {}
+        for site_type, (rows, ev) in evidence.items():
+            lp = ev.cset.log_prior(
+                _PRIOR_KIND[name], overrides if name == "context_aware" else None
+            )
+            lj = ev.log_joint_case_class(lp, temperature)  # (site, case, class)
+            per_case = _logsumexp(lj, axis=2)  # log p(x_i | m)
+            log_m += np.where(flagged[rows][:, None], 0.0, per_case).sum(0)
+            per_type[site_type] = (rows, ev, lj, per_case)
+        post_m = np.exp(log_m - _logsumexp(log_m, axis=0))
+        case_post[name] = post_m
+        for rows, ev, lj, per_case in per_type.values():
+            cond = np.exp(lj - per_case[..., None])  # p(c | x_i, m)
+            mixed = np.nan_to_num(np.einsum("m,smc->sc", post_m, np.nan_to_num(cond)))
+            cols = [CLASSES.index(c) for c in ev.cset.labels]
+            probability[k][np.ix_(rows, cols)] = mixed / mixed.sum(1, keepdims=True)
+    theta_mean = np.full((n, 6), np.nan)
+    theta_sd = np.full((n, 6), np.nan)
+    pareto = np.full(n, np.nan)
+    for _site_type, (rows, ev) in evidence.items():
+        lp = ev.cset.log_prior("context_aware", overrides)
+        lp = lp + np.log(np.maximum(case_post["context_aware"], 1e-300))[:, None]
+        theta_mean[rows], theta_sd[rows], pareto[rows] = ev.site_summary(lp, temperature)
+    best = int(np.argmax(case_post["context_aware"]))
+    ds = site_posterior(
+        probability,
+        x=sites.x,
+        y=sites.y,
+        site_type=list(sites.site_type),
+        theta_mean=theta_mean,
+        theta_sd=theta_sd,
+        pareto_k=pareto,
+        context=context,
+        seed=seed,
+        attrs={
+            "temperature": temperature,
+            "map_case": cases[best].name,
+            "case_posterior": {
+                c.name: float(p)
+                for c, p in zip(cases, case_post["context_aware"], strict=True)
+                if p > 1e-4
+            },
+            **sites.to_dataset().attrs,
+        },
+    )
+    flags = sites.to_dataset()
+    for name in ("found", "edge", "off_lattice", "contaminated"):
+        ds[name] = ("site", flags[name].values)
+    ds["khat_flag"] = ("site", pareto > K_HAT_LIMIT)
+    return ds, summarise(ds, seed=seed)
+
+
+def summarise(ds: xr.Dataset, *, seed: int = 0, draws: int = 2000) -> dict:
+    """Counts per MAP class and 95 % credible intervals of defect fractions (context-aware)."""
+    rng = np.random.default_rng(seed)
+    p = ds["probability"].sel(prior="context_aware").values
+    flagged = ds["edge"].values | ds["contaminated"].values | ds["off_lattice"].values
+    use = ~flagged
+    map_class = np.array(CLASSES)[p.argmax(1)]
+    out: dict = {
+        "sites": len(p),
+        "sites_used": int(use.sum()),
+        "flagged_by_finder": int(flagged.sum()),
+        "flagged_by_khat": int(ds["khat_flag"].values.sum()),
+        "counts": {c: int(((map_class == c) & use).sum()) for c in CLASSES},
+        "fractions": {},
+    }
+    for site_type, targets in (("metal", ("D", "VM")), ("chalcogen", ("VX", "VX2", "XS"))):
+        rows = use & (ds["site_type"].values == site_type)
+        if not rows.any():
+            continue
+        q = p[rows][:, [CLASSES.index(c) for c in classes_of(site_type)]]
+        cum = q.cumsum(1)
+        u = rng.random((draws, len(q), 1))
+        drawn = (u > cum[None]).sum(2)  # class index per draw and site
+        labels = classes_of(site_type)
+        for target in targets:
+            count = (drawn == labels.index(target)).sum(1)
+            fraction = rng.beta(1 + count, 1 + len(q) - count)
+            lo, mid, hi = np.quantile(fraction, [0.025, 0.5, 0.975])
+            out["fractions"][target] = {
+                "median": float(mid),
+                "ci95": [float(lo), float(hi)],
+                "expected_count": float(q[:, labels.index(target)].sum()),
+                "of_sites": len(q),
+            }
+    return out
