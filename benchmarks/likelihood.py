@@ -177,9 +177,8 @@ def main() -> None:
     is_d = batch.label == d_label
     print(f"acc_ml_theta_known_class_D: {(ours.argmax(1) == truth)[is_d].mean():.4f}")
     print(f"acc_ideal_theta_known_class_D: {(ideal.argmax(1) == truth)[is_d].mean():.4f}")
-    print(
-        f"residual_variance_counts2: {float(model.noise_variance.detach()) - model.config.read_noise**2:.5f}"
-    )
+    residual = float(model.noise_variance.detach()) - model.config.read_noise**2
+    print(f"residual_variance_counts2: {residual:.5f}")
     if args.heldout_model:
         held, held_meta = load_model(args.heldout_model, bank=bank)
         dopant = held_meta["training"]["exclude_dopant"]

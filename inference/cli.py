@@ -16,9 +16,7 @@ from prob import __version__
 from prob.grid import GRIDS, select_cases
 
 EXIT_BAD_INPUT = 2
-_NOT_BUILT: dict[str, str] = {
-    "study": "the metadata study CLI is not wired yet (inference/study.py exists)",
-}
+_NOT_BUILT: dict[str, str] = {}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -82,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     cases.add_argument("--json", action="store_true", help="print a JSON list of objects")
     cases.set_defaults(run=_cmd_cases)
 
-    from inference.commands import add_classify, add_evaluate, extend_train
+    from inference.commands import add_classify, add_evaluate, add_study, extend_train
     from likelihood.cli import add_commands as add_likelihood
     from simulate.cli import add_commands as add_simulate
 
@@ -91,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     extend_train(sub.choices["train"])
     add_evaluate(sub)
     add_classify(sub)
+    add_study(sub)
 
     for name in _NOT_BUILT:
         stub = sub.add_parser(name, help=f"(not built yet) {_NOT_BUILT[name]}")

@@ -202,3 +202,61 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     result = run_demo(Path(args.out), seed=validate_seed("seed", args.seed), log=log)
     print(json.dumps(result, indent=1))
     return 0
+
+
+def add_study(sub: argparse._SubParsersAction) -> None:
+    st = sub.add_parser("study", help="which metadata fields reduce posterior ambiguity most")
+    st.add_argument("--n", default="2000", help="held-out patches (dopant grid)")
+    st.add_argument("--fields", nargs="+", help="fields to study (default: all five)")
+    st.add_argument("--out", required=True, help="MetadataStudy netCDF to write")
+    st.add_argument("--evidence", help="reuse a per-case evidence file instead of computing it")
+    st.add_argument("--save-evidence", help="write the computed per-case evidence here")
+    st.add_argument("--png-dir", help="folder for the figures (default: beside --out)")
+    st.add_argument("--seed", default="2027")
+    st.add_argument("--quiet", action="store_true")
+    st.set_defaults(run=_cmd_study)
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from inference.study import FIELDS, run_study
+    from inference.study_report import plot_study, study_markdown
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise ValueError(f"out={args.out!r}: folder {str(out.parent)!r} does not exist")
+    fields = tuple(args.fields) if args.fields else FIELDS
+    seed = validate_seed("seed", args.seed)
+    log = (lambda _: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    if args.evidence:
+        evidence = read_netcdf(args.evidence)
+    else:
+        from inference.evaluate import evaluate
+        from simulate.cli import default_bank_path
+
+        n = validate_positive_int("n", args.n)
+        bank = read_netcdf(default_bank_path(), kind="TemplateBank")
+        engine, tau, _ = load_engine(bank=bank)
+        from inference.evaluate import bank_cases
+
+        dopant = [i for i, c in enumerate(bank_cases(bank)) if c.grid == "dopant"]
+        _, evidence = evaluate(
+            engine,
+            bank,
+            n=n,
+            seed=seed,
+            temperature=tau,
+            cases=dopant,
+            class_prior="context_aware",
+            log=log,
+        )
+        if tau != 1.0:
+            evidence["log_evidence"] = evidence["log_evidence"] / tau
+            evidence.attrs["temperature_applied"] = tau
+        if args.save_evidence:
+            write_netcdf(evidence, args.save_evidence)
+    study = run_study(evidence, fields=fields, seed=seed, progress=False if args.quiet else None)
+    write_netcdf(study, out)
+    figures = plot_study(study, Path(args.png_dir) if args.png_dir else out.parent)
+    print(study_markdown(study))
+    print("figures: " + ", ".join(str(f) for f in figures))
+    return 0

@@ -51,6 +51,8 @@ def evaluate(
     temperature: float = 1.0,
     ideal: PosteriorEngine | None = None,
     context_free: bool = True,
+    cases: list[int] | None = None,
+    class_prior: str = "uniform",
     log: Callable[[str], None] | None = None,
 ) -> tuple[xr.Dataset, xr.Dataset | None]:
     """(Evaluation dataset, per-case evidence for the study or None).
@@ -68,10 +70,15 @@ def evaluate(
     context_free : bool
         Whether to compute the context-free posterior (the costly part: every
         grid case's templates per patch).
+    cases : list of int, optional
+        Draw patches from these bank cases only (all by default).
+    class_prior : {"uniform", "context_aware"}
+        How the generator draws classes; the posteriors use the same prior.
     """
     say = log or (lambda _: None)
+    draw_from = cases
     cases = bank_cases(bank)
-    generator = PatchGenerator(bank, seed=seed)
+    generator = PatchGenerator(bank, seed=seed, cases=draw_from, class_prior=class_prior)
     draw = generator.draw(n, seed=[seed, 7])
     site_types = np.array([site_type_of(CLASSES[c]) for c in draw.label])
     out = {
@@ -83,7 +90,7 @@ def evaluate(
     pit = np.full((n, len(PARAMS)), np.nan)
     theta_mean = np.full((n, len(PARAMS)), np.nan)
     timing = {"aware": 0.0, "free": 0.0, "ideal": 0.0}
-    evidence_rows = {}
+    evidence_rows, aware_evidence = {}, {}
     for site_type in ("metal", "chalcogen"):
         rows = np.nonzero(site_types == site_type)[0]
         if not len(rows):
@@ -92,7 +99,8 @@ def evaluate(
         t0 = time.perf_counter()
         ev = engine.evidence(x, site_type, cases, seed=seed, truth=draw.theta[rows], own_case=own)
         timing["aware"] += time.perf_counter() - t0
-        prior = own_case_prior(ev.cset.log_prior("uniform"), own)
+        aware_evidence[site_type] = ev.log_evidence
+        prior = own_case_prior(ev.cset.log_prior(class_prior), own)
         out["aware"][rows] = ev.class_posterior(prior, temperature)
         mean, _, k = ev.site_summary(prior, temperature)
         pareto[rows], theta_mean[rows] = k, mean
@@ -106,7 +114,7 @@ def evaluate(
             )
             timing["ideal"] += time.perf_counter() - t0
             out["ideal"][rows] = ev_i.class_posterior(
-                own_case_prior(ev_i.cset.log_prior("uniform"), own)
+                own_case_prior(ev_i.cset.log_prior(class_prior), own)
             )
         say(f"context-aware {site_type}: {len(rows)} patches")
     if context_free:
@@ -118,7 +126,11 @@ def evaluate(
             t0 = time.perf_counter()
             ev = engine.evidence(draw.patches[rows], site_type, all_cases, seed=seed + 1)
             timing["free"] += time.perf_counter() - t0
-            out["free"][rows] = ev.class_posterior(ev.cset.log_prior("uniform"), temperature)
+            # a true-case candidate screened out (> screen nats below the best) gets its
+            # context-aware value, so that every subset of the study is defined
+            aware = aware_evidence[site_type]
+            ev.log_evidence = np.where(np.isfinite(ev.log_evidence), ev.log_evidence, aware)
+            out["free"][rows] = ev.class_posterior(ev.cset.log_prior(class_prior), temperature)
             evidence_rows[site_type] = (rows, ev)
             k = len(ev.cset.candidates)
             say(f"context-free {site_type}: {len(rows)} patches x {k} templates")

@@ -157,6 +157,8 @@ def train_guide(
     prior = prior or NuisancePrior()
     torch.manual_seed(seed)
     pyro.clear_param_store()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a small network: one thread beats two that contend with rendering
     generator = PatchGenerator(bank, prior=prior, seed=seed)
     index = np.asarray(bank["entry_index"].values)
     ideal = centre(entry_templates[:, 0]).float()
@@ -181,6 +183,7 @@ def train_guide(
             log(f"guide step {step}: loss {np.mean(history[-500:]):.3f}, validation {val:.3f}")
     with torch.no_grad():
         val = float(csis_loss(None, guide, net, *validation))
+    torch.set_num_threads(threads)
     return {
         "steps": step,
         "seconds": round(time.monotonic() - start, 1),

@@ -57,6 +57,39 @@ def test_version():
     assert out.returncode == 0 and out.stdout.startswith("ctxdefect ")
 
 
-def test_unbuilt_steps_say_so():
-    out = run(["demo"])
-    assert out.returncode == 1 and "not built yet" in out.stderr
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["classify", "/nonexistent/image.tif", "--host", "MoS2", "--out", "r.nc"], "image.tif"),
+        (["classify", "x.npy", "--host", "Xx2", "--out", "r.nc"], "host"),
+        (["classify", "x.npy", "--host", "MoS2", "--kv", "-5", "--out", "r.nc"], "kv"),
+        (["evaluate", "--n", "0", "--out", "e.nc"], "n"),
+        (["study", "--out", "/nonexistent/dir/s.nc"], "out"),
+    ],
+)
+def test_inference_commands_refuse_bad_input(args, field, tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "inference.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and field in lines[0]
+    assert out.stdout == ""
+    assert not list(tmp_path.iterdir())
+
+
+def test_study_from_an_evidence_file(tmp_path):
+    from prob.io import read_netcdf, write_netcdf
+    from tests.inference.toy_evidence import toy_evidence
+
+    evidence = toy_evidence(300, seed=4)
+    write_netcdf(evidence, tmp_path / "evidence.nc")
+    args = ["study", "--evidence", str(tmp_path / "evidence.nc"), "--out", str(tmp_path / "s.nc")]
+    code = main([*args, "--quiet"])
+    assert code == 0
+    study = read_netcdf(tmp_path / "s.nc", kind="MetadataStudy")
+    assert abs(study.attrs["shapley_sum"] - study.attrs["entropy_gap_total"]) < 1e-9
+    assert (tmp_path / "study_shapley.png").stat().st_size > 1000

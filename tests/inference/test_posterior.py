@@ -1,0 +1,139 @@
+"""θ transforms, importance sampling against an analytic evidence, the mode search, candidates,
+the class posterior and the temperature fit."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from inference.calibrate import fit_temperature
+from inference.candidates import candidate_set
+from inference.ideal import ideal_engine
+from inference.importance import importance_sample
+from inference.posterior import SiteEvidence, own_case_prior
+from inference.theta import log_prior, sample_prior, to_theta, to_unconstrained
+from prob.classes import CLASSES
+from prob.grid import select_cases
+from simulate.renderer import NuisancePrior, PatchGenerator
+
+PRIOR = NuisancePrior()
+
+
+def test_theta_round_trip_and_prior_draws_match_the_renderer(rng):
+    theta = PRIOR.sample(2000, rng)
+    back = to_theta(to_unconstrained(theta, PRIOR), PRIOR).numpy()
+    np.testing.assert_allclose(back, theta, rtol=1e-9, atol=1e-12)
+    u = sample_prior(20000, PRIOR, torch.Generator().manual_seed(1))
+    drawn = to_theta(u, PRIOR).numpy()
+    reference = PRIOR.sample(20000, rng)
+    for j in range(6):
+        q = [0.1, 0.5, 0.9]
+        a, b = np.quantile(drawn[:, j], q), np.quantile(reference[:, j], q)
+        assert np.allclose(a, b, rtol=0.05, atol=0.01 * np.ptp(reference[:, j])), j
+
+
+def test_log_prior_is_normalised_in_u():
+    # Monte Carlo: E_q[p(u)/q(u)] = 1 for a broad Gaussian q
+    g = torch.Generator().manual_seed(0)
+    scale = torch.tensor([0.3, 3.0, 3.0, 0.3, 0.3, 3.0], dtype=torch.float64)
+    u = torch.randn(400_000, 6, generator=g, dtype=torch.float64) * scale
+    log_q = (-0.5 * (u / scale) ** 2 - torch.log(scale) - 0.5 * math.log(2 * math.pi)).sum(1)
+    ratio = torch.exp(log_prior(u, PRIOR) - log_q).mean().item()
+    assert ratio == pytest.approx(1.0, abs=0.02)
+
+
+def test_importance_sampling_recovers_an_analytic_evidence():
+    """log p(x | T, θ) chosen so that the joint in u is a Gaussian of known integral."""
+    mu = torch.tensor([[0.1, -0.5, 0.3, 0.02, -0.01, 1.0]], dtype=torch.float64)
+    sd = torch.tensor([[0.02, 0.3, 0.2, 0.01, 0.01, 0.1]], dtype=torch.float64)
+    log_norm = 12.5
+
+    def loglik(x, theta, templates):
+        u = to_unconstrained(theta, PRIOR)
+        gauss = (-0.5 * ((u - mu) / sd) ** 2).sum(-1)
+        return gauss - log_prior(u, PRIOR) + log_norm
+
+    expected = log_norm + 3 * math.log(2 * math.pi) + torch.log(sd).sum().item()
+    ev = importance_sample(
+        loglik,
+        torch.zeros(1, 3, 3, dtype=torch.float64),
+        torch.zeros(1, 1, 3, 3, dtype=torch.float64),
+        mu * 1.0 + 0.3 * sd,  # a proposal a little off centre
+        torch.diag_embed(sd * 1.3),
+        PRIOR,
+        samples=4000,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert ev.log_evidence[0] == pytest.approx(expected, abs=0.02)
+    assert ev.pareto_k[0] < 0.5
+    np.testing.assert_allclose(
+        to_unconstrained(ev.theta_mean, PRIOR).numpy()[0], mu[0].numpy(), atol=0.05
+    )
+
+
+def test_candidates_share_dopant_independent_templates():
+    cases = select_cases(host="MoS2", kv=60, detector="HAADF", grid="dopant")
+    metal = candidate_set("metal", cases)
+    assert len(cases) == 16
+    assert len(metal.candidates) == 2 + 16  # one M, one VM, a D per dopant
+    chalcogen = candidate_set("chalcogen", cases)
+    assert len(chalcogen.candidates) == 3  # X2, VX, VX2; no substituent in these cases
+    assert (chalcogen.index[:, chalcogen.labels.index("XS")] == -1).all()
+
+
+def _evidence(log_evidence: np.ndarray, site_type: str = "metal") -> SiteEvidence:
+    cases = select_cases(host="MoS2", dopant="W", kv=60, detector="HAADF", grid="dopant")
+    cset = candidate_set(site_type, cases)
+    n, k = log_evidence.shape
+    nan = np.full((n, k), np.nan)
+    return SiteEvidence(
+        cset, log_evidence, nan, nan, nan, nan[..., None] * np.ones(6), nan[..., None] * np.ones(6)
+    )
+
+
+def test_class_posterior_is_normalised_on_its_site_type(rng):
+    ev = _evidence(rng.normal(0, 3, (50, 3)))
+    p = ev.class_posterior(ev.cset.log_prior("uniform"))
+    np.testing.assert_allclose(p.sum(1), 1.0)
+    assert (p[:, [CLASSES.index(c) for c in ("X2", "VX", "VX2", "XS")]] == 0).all()
+    own = own_case_prior(ev.cset.log_prior("uniform"), np.zeros(50, dtype=int))
+    np.testing.assert_allclose(ev.class_posterior(own), p)
+
+
+def test_temperature_fit_recovers_an_overconfident_likelihood(rng):
+    n = 4000
+    labels = rng.integers(0, 3, n)
+    true_logit = rng.normal(0, 1.5, (n, 3))
+    true_logit[np.arange(n), labels] += 1.0
+    # draw labels from the true posterior so that τ = 1 is calibrated for true_logit
+    p = np.exp(true_logit - true_logit.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    labels = (rng.random((n, 1)) > p.cumsum(1)).sum(1)
+    ev = _evidence(2.0 * true_logit)  # twice too sharp
+    tau, before, after = fit_temperature([ev], [labels], [ev.cset.log_prior("uniform")])
+    assert tau == pytest.approx(2.0, rel=0.1)
+    assert after < before
+
+
+def test_ideal_observer_classifies_high_dose_patches(tiny_bank):
+    """The generator's own likelihood, mode search and importance sampling, end to end."""
+    cases, bank, *_ = tiny_bank
+    prior = NuisancePrior(dose_min=2e5, dose_max=1e6)
+    draw = PatchGenerator(bank, prior=prior, seed=3).draw(24)
+    metal = np.array([CLASSES[c] in ("M", "D", "VM") for c in draw.label])
+    engine = ideal_engine(bank, guide=_NullGuide(), prior=prior, samples=64)
+    ev = engine.evidence(draw.patches[metal], "metal", cases, start=draw.theta[metal])
+    post = ev.class_posterior(ev.cset.log_prior("uniform"))
+    assert (post.argmax(1) == draw.label[metal]).mean() >= 0.9
+    assert np.nanmedian(ev.pareto_k[np.isfinite(ev.log_evidence)]) < 0.7
+
+
+class _NullGuide:
+    """A guide that proposes the prior's centre (the ideal observer starts from θ anyway)."""
+
+    def __call__(self, x, t):
+        n = len(x)
+        return torch.zeros(n, 6), torch.eye(6).expand(n, 6, 6).clone()
