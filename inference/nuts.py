@@ -60,7 +60,7 @@ def run_nuts(
     warmup: int = 200,
     chains: int = 2,
     seed: int = 0,
-    max_tree_depth: int = 6,
+    max_tree_depth: int = 5,
 ):
     """(class posterior (n, K), InferenceData, seconds) of a NUTS run started at `init` (n, 6)."""
     import arviz as az
@@ -93,10 +93,11 @@ def run_nuts(
     post = torch.stack(probs).mean(0).numpy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        divergences = np.stack([r.diagnostics()["divergences"]["chain 0"] for r in runs])
         counts = np.zeros((len(runs), samples), dtype=bool)
-        for i, d in enumerate(divergences):
-            counts[i, np.asarray(d, dtype=int) - warmup if len(d) else []] = True
+        for i, r in enumerate(runs):
+            steps = np.asarray(r.diagnostics()["divergences"]["chain 0"], dtype=int)
+            steps = steps[(steps >= warmup) & (steps < warmup + samples)] - warmup
+            counts[i, steps] = True
         idata = az.from_dict(
             posterior={"u": u.numpy()},
             sample_stats={"diverging": counts},
