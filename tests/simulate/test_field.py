@@ -1,0 +1,56 @@
+"""Full fields from the shipped abTEM column profiles: truth, geometry, noise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from prob.context import Context
+from simulate.field import render_field, simulate_field
+from simulate.templates import SAMPLING
+
+CONTEXT = Context.from_host(
+    "WSe2",
+    dopant="V",
+    substituent="none",
+    kv=80.0,
+    detector_inner=80.0,
+    detector_outer=200.0,
+    convergence=30.0,
+)
+RATES = {"metal": np.array([0.7, 0.2, 0.1]), "chalcogen": np.array([0.7, 0.2, 0.1, 0.0])}
+
+
+def test_field_truth_matches_the_image():
+    field = simulate_field(CONTEXT, RATES, shape=(100, 100), seed=2)
+    assert set(field.label) <= {"M", "D", "VM", "X2", "VX", "VX2"}
+    assert {"metal", "chalcogen"} == set(field.site_type)
+    # every site is inside the field; nearest-neighbour distance is a/√3 (WSe2 a = 3.28 Å)
+    assert field.x.min() >= 0 and field.x.max() < 100
+    d = np.hypot(field.x[:, None] - field.x, field.y[:, None] - field.y) * SAMPLING
+    np.fill_diagonal(d, np.inf)
+    assert np.median(d.min(1)) == pytest.approx(3.28 / np.sqrt(3), abs=0.02)
+    # W columns outshine V ones and empty metal sites are dark
+    inside = (field.x > 10) & (field.x < 90) & (field.y > 10) & (field.y < 90)
+    value = field.image[np.round(field.y).astype(int), np.round(field.x).astype(int)]
+    for a, b in (("M", "D"), ("D", "VM"), ("X2", "VX"), ("VX", "VX2")):
+        sa, sb = inside & (field.label == a), inside & (field.label == b)
+        if sa.any() and sb.any():
+            assert np.median(value[sa]) > np.median(value[sb]), (a, b)
+
+
+def test_same_seed_same_field_and_noise():
+    a = simulate_field(CONTEXT, RATES, shape=(60, 60), seed=5)
+    b = simulate_field(CONTEXT, RATES, shape=(60, 60), seed=5)
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.label, b.label)
+    na, nb = render_field(a, dose=1e5, seed=1), render_field(b, dose=1e5, seed=1)
+    assert np.array_equal(na, nb)
+    # counting noise: the mean stays, the variance follows the dose
+    high = render_field(a, dose=1e7, seed=2)
+    assert abs(high.mean() - na.mean()) < 0.05 * na.mean()
+    assert np.std(na - high) > 3 * np.std(high - render_field(a, dose=1e7, seed=3)) / 2
+
+
+def test_missing_profiles_are_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="no abTEM profile"):
+        simulate_field(CONTEXT, RATES, shape=(40, 40), runs=tmp_path)
