@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from inference.cli import main
@@ -93,3 +94,18 @@ def test_study_from_an_evidence_file(tmp_path):
     study = read_netcdf(tmp_path / "s.nc", kind="MetadataStudy")
     assert abs(study.attrs["shapley_sum"] - study.attrs["entropy_gap_total"]) < 1e-9
     assert (tmp_path / "study_shapley.png").stat().st_size > 1000
+
+
+def test_evaluate_writes_metrics_and_figures(tmp_path):
+    """Shipped bank, likelihood and guide; a few patches, context known, no ideal observer."""
+    from prob.io import read_netcdf
+
+    out = tmp_path / "eval.nc"
+    args = ["evaluate", "--n", "12", "--out", str(out), "--no-ideal", "--no-context-free"]
+    assert main([*args, "--samples", "8", "--quiet"]) == 0
+    ds = read_netcdf(out)
+    p = ds["probability_context_aware"].values
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-9)
+    assert 0.5 <= ds.attrs["acc_context_aware"] <= 1.0
+    for name in ("reliability", "accuracy_vs_dose", "confusion", "theta_pit"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000
