@@ -15,6 +15,14 @@ Run from the repository root: ``python benchmarks/sites.py [--size 1024] [--pixe
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# this script's folder holds inference.py / likelihood.py / simulate.py: keep it from
+# shadowing the packages
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the synthetic lattice of tests/
+
 import argparse
 import resource
 import time

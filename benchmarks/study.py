@@ -22,6 +22,13 @@ a real evidence file exists.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# this script's folder holds inference.py / likelihood.py / simulate.py: keep it from
+# shadowing the packages
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import argparse
 import sys
 import time

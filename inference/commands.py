@@ -256,7 +256,9 @@ def _cmd_study(args: argparse.Namespace) -> int:
             write_netcdf(evidence, args.save_evidence)
     study = run_study(evidence, fields=fields, seed=seed, progress=False if args.quiet else None)
     write_netcdf(study, out)
-    figures = plot_study(study, Path(args.png_dir) if args.png_dir else out.parent)
+    png_dir = Path(args.png_dir) if args.png_dir else out.parent
+    png_dir.mkdir(parents=True, exist_ok=True)
+    figures = plot_study(study, png_dir)
     print(study_markdown(study))
     print("figures: " + ", ".join(str(f) for f in figures))
     return 0
