@@ -9,14 +9,11 @@ provenance. Loading checks the model hash and says exactly what does not match.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
 from inference.guide import GuideNet
+from likelihood.artifact import atomic_torch_save, read_payload
 from prob.provenance import provenance
 from simulate.renderer import NuisancePrior
 
@@ -56,15 +53,7 @@ def save_posterior(
         "training": training,
         "provenance": provenance(seed),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_torch_save(payload, target)
 
 
 def load_posterior(path, *, model_path=None) -> tuple[GuideNet, dict]:
@@ -77,22 +66,7 @@ def load_posterior(path, *, model_path=None) -> tuple[GuideNet, dict]:
         trained for another likelihood model.
     """
     source = Path(path)
-    if not source.is_file():
-        raise ValueError(f"posterior={str(source)!r}: no such file")
-    try:
-        payload = torch.load(source, weights_only=True, map_location="cpu")
-    except Exception as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(
-            f"posterior={str(source)!r}: not a readable posterior file ({reason})"
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"posterior={str(source)!r}: not a {FORMAT} file")
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
-            f"posterior={str(source)!r}: format_version {payload.get('format_version')}, "
-            f"expected {FORMAT_VERSION}"
-        )
+    payload = read_payload(source, field="posterior", fmt=FORMAT, version=FORMAT_VERSION)
     if model_path is not None:
         actual = file_sha256(model_path)
         if actual != payload["model_sha256"]:

@@ -11,6 +11,19 @@ from prob.io import read_netcdf, write_netcdf
 from prob.validate import validate_number, validate_positive_int, validate_seed
 
 
+def _logger(quiet: bool):
+    """Progress lines to stderr, or nothing with --quiet."""
+    return (lambda _: None) if quiet else (lambda m: print(m, file=sys.stderr))
+
+
+def _output(value: str) -> Path:
+    """An output path whose folder must exist (checked before any work is done)."""
+    out = Path(value)
+    if not out.parent.is_dir():
+        raise ValueError(f"out={value!r}: folder {str(out.parent)!r} does not exist")
+    return out
+
+
 def default_posterior_path() -> Path:
     """The guide and temperature shipped inside the package."""
     return Path(__file__).parent / "data" / "posterior.pt"
@@ -55,7 +68,7 @@ def extend_train(train: argparse.ArgumentParser) -> None:
         bank_path = args.bank or default_bank_path()
         bank = read_netcdf(bank_path, kind="TemplateBank")
         target = Path(args.posterior_out) if args.posterior_out else posterior_path_for(out)
-        log = (lambda _: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+        log = _logger(args.quiet)
         train_posterior(bank, out, target, minutes=minutes, seed=seed, log=log)
         print(f"wrote {target}")
         return 0
@@ -103,13 +116,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     n = validate_positive_int("n", args.n)
     seed = validate_seed("seed", args.seed)
     samples = validate_positive_int("samples", args.samples)
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise ValueError(f"out={args.out!r}: folder {str(out.parent)!r} does not exist")
+    out = _output(args.out)
     bank = read_netcdf(args.bank or default_bank_path(), kind="TemplateBank")
     engine, tau, guide = load_engine(args.model, args.posterior, bank, samples)
     ideal = None if args.no_ideal else ideal_engine(bank, guide, samples=2 * samples)
-    log = (lambda _: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    log = _logger(args.quiet)
     ds, study = evaluate(
         engine,
         bank,
@@ -176,14 +187,12 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     from inference.maps import plot_map
 
     context = _context_from_args(args)
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise ValueError(f"out={args.out!r}: folder {str(out.parent)!r} does not exist")
+    out = _output(args.out)
     pixel = None if args.pixel_size is None else validate_number("pixel_size", args.pixel_size)
     frame = None if args.frame is None else int(validate_number("frame", args.frame, low=0))
     image = read_image(args.image, frame=frame, pixel_size=pixel)
     engine, tau, _ = load_engine(args.model, args.posterior)
-    log = (lambda _: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    log = _logger(args.quiet)
     ds, summary = classify_image(
         image, context, engine, temperature=tau, seed=validate_seed("seed", args.seed), log=log
     )
@@ -198,7 +207,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from inference.demo import run_demo
 
-    log = (lambda _: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    log = _logger(args.quiet)
     result = run_demo(Path(args.out), seed=validate_seed("seed", args.seed), log=log)
     print(json.dumps(result, indent=1))
     return 0
@@ -221,12 +230,10 @@ def _cmd_study(args: argparse.Namespace) -> int:
     from inference.study import FIELDS, run_study
     from inference.study_report import plot_study, study_markdown
 
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise ValueError(f"out={args.out!r}: folder {str(out.parent)!r} does not exist")
+    out = _output(args.out)
     fields = tuple(args.fields) if args.fields else FIELDS
     seed = validate_seed("seed", args.seed)
-    log = (lambda _: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    log = _logger(args.quiet)
     if args.evidence:
         evidence = read_netcdf(args.evidence)
     else:

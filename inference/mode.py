@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from inference.theta import DIM, to_theta
+from inference.theta import DIM, log_prior, to_theta, to_unconstrained
 from likelihood.render import patch_mean
 from simulate.renderer import NuisancePrior
 from simulate.templates import SAMPLING
@@ -101,8 +101,6 @@ def initial_point(
     log likelihood plus the log prior is evaluated, and the best (blur, dose)
     with its (α, β) returned in u, with that value.
     """
-    from inference.theta import log_prior, to_unconstrained
-
     n = len(x)
     theta0 = to_theta(u0, prior)
     best_value = torch.full((n,), -torch.inf, dtype=x.dtype)

@@ -48,6 +48,48 @@ def bank_hash(bank) -> str:
     return digest.hexdigest()
 
 
+def atomic_torch_save(obj, path) -> Path:
+    """``torch.save`` to a temp file beside `path`, then rename: nothing half-written."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def read_payload(path, *, field: str, fmt: str, version: int) -> dict:
+    """The dict of a ctxdefect torch file, checked for format and version.
+
+    Raises
+    ------
+    ValueError
+        ``field=path``: no such file, unreadable or truncated, another format or version.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise ValueError(f"{field}={str(source)!r}: no such file")
+    try:
+        payload = torch.load(source, weights_only=True, map_location="cpu")
+    except Exception as err:  # truncated zip, pickle errors, ...
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(
+            f"{field}={str(source)!r}: not a readable {field} file ({reason})"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise ValueError(f"{field}={str(source)!r}: not a {fmt} file")
+    if payload.get("format_version") != version:
+        raise ValueError(
+            f"{field}={str(source)!r}: format_version {payload.get('format_version')}, "
+            f"expected {version}"
+        )
+    return payload
+
+
 def save_model(model: NeuralLikelihood, path, *, bank, bank_path=None, training: dict) -> Path:
     target = Path(path)
     payload = {
@@ -64,15 +106,7 @@ def save_model(model: NeuralLikelihood, path, *, bank, bank_path=None, training:
         "training": training,
         "provenance": provenance(training.get("seed")),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_torch_save(payload, target)
 
 
 def load_model(path, *, bank=None) -> tuple[NeuralLikelihood, dict]:
@@ -85,20 +119,7 @@ def load_model(path, *, bank=None) -> tuple[NeuralLikelihood, dict]:
         version, or every bank fact that does not match.
     """
     source = Path(path)
-    if not source.is_file():
-        raise ValueError(f"model={str(source)!r}: no such file")
-    try:
-        payload = torch.load(source, weights_only=True, map_location="cpu")
-    except Exception as err:  # truncated zip, pickle errors, ...
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"model={str(source)!r}: not a readable model file ({reason})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"model={str(source)!r}: not a {FORMAT} file")
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
-            f"model={str(source)!r}: format_version {payload.get('format_version')}, "
-            f"expected {FORMAT_VERSION}"
-        )
+    payload = read_payload(source, field="model", fmt=FORMAT, version=FORMAT_VERSION)
     if bank is not None:
         expected = payload["bank"]
         actual = bank_fingerprint(bank)

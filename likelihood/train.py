@@ -24,7 +24,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -33,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from likelihood.artifact import bank_fingerprint, save_model
+from likelihood.artifact import atomic_torch_save, bank_fingerprint, save_model
 from likelihood.model import LikelihoodConfig, NeuralLikelihood
 from likelihood.profiles import recover_profiles
 from prob.classes import CLASSES
@@ -115,17 +114,6 @@ def refine_profiles(model: NeuralLikelihood, features, profiles, iterations: int
         return loss
 
     optimizer.step(closure)
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def train(
@@ -292,7 +280,7 @@ def train(
                 optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
             out_of_time = state["elapsed"] > 60 * config.minutes
             done = state["stage"] == 2 and (state["since_best"] >= config.patience or out_of_time)
-            _atomic_torch_save(
+            atomic_torch_save(
                 {
                     "fingerprint": fingerprint,
                     "model": model.state_dict(),

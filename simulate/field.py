@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from prob.classes import CLASSES, classes_of, column_atoms
+from prob.classes import classes_of, column_atoms
 from prob.context import Context
 from prob.materials import host_of
 from simulate.bank import BankConfig, ProfileRun, RunCache
@@ -162,6 +162,3 @@ def render_field(
     counts = rng.poisson(np.clip(electrons * (clean + background), 0, None)).astype(float)
     counts += read_noise * rng.standard_normal(counts.shape)
     return amplitude * counts / electrons
-
-
-__all__ = ["CLASSES", "Field", "render_field", "simulate_field"]
