@@ -1,7 +1,8 @@
 """The posterior artifact: the trained guide and the fitted temperature, tied to one likelihood.
 
 One file (torch, loaded with ``weights_only``) holding the guide's weights and
-width, the likelihood temperature τ, the nuisance prior it was trained under,
+width (format 2: the site guide q(c | x, m), q(θ | x, m, c) of
+:mod:`inference.guide`), the likelihood temperature τ, the nuisance prior it was trained under,
 the SHA-256 of the likelihood model file it belongs to, a training summary and
 provenance. Loading checks the model hash and says exactly what does not match.
 """
@@ -12,13 +13,13 @@ import hashlib
 from dataclasses import asdict
 from pathlib import Path
 
-from inference.guide import GuideNet
+from inference.guide import SiteGuide
 from likelihood.artifact import atomic_torch_save, read_payload
 from prob.provenance import provenance
 from simulate.renderer import NuisancePrior
 
 FORMAT = "ctxdefect-posterior"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def file_sha256(path) -> str:
@@ -31,9 +32,8 @@ def file_sha256(path) -> str:
 
 def save_posterior(
     path,
-    guide: GuideNet,
+    guide: SiteGuide,
     *,
-    hidden: int,
     temperature: float,
     prior: NuisancePrior,
     model_path,
@@ -45,7 +45,7 @@ def save_posterior(
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "hidden": int(hidden),
+        "width": int(guide.width),
         "state": guide.state_dict(),
         "temperature": float(temperature),
         "prior": asdict(prior),
@@ -56,7 +56,7 @@ def save_posterior(
     return atomic_torch_save(payload, target)
 
 
-def load_posterior(path, *, model_path=None) -> tuple[GuideNet, dict]:
+def load_posterior(path, *, model_path=None) -> tuple[SiteGuide, dict]:
     """(guide, metadata) from a posterior file; with `model_path`, check the model hash.
 
     Raises
@@ -75,7 +75,7 @@ def load_posterior(path, *, model_path=None) -> tuple[GuideNet, dict]:
                 f"{payload['model_sha256'][:12]}…, but model={str(model_path)!r} has "
                 f"{actual[:12]}…"
             )
-    guide = GuideNet(payload["hidden"])
+    guide = SiteGuide(payload["width"])
     guide.load_state_dict(payload["state"])
     guide.eval()
     meta = {k: payload[k] for k in ("temperature", "prior", "model_sha256", "training")}

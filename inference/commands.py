@@ -84,7 +84,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--posterior", help="guide + temperature (default: the shipped one)")
     ev.add_argument("--bank", help="TemplateBank (default: the shipped one)")
     ev.add_argument("--seed", default="2026", help="render seed (not a training seed)")
-    ev.add_argument("--samples", default="32", help="importance samples per candidate")
+    ev.add_argument("--samples", default="256", help="importance draws per (candidate, variant)")
     ev.add_argument("--no-ideal", action="store_true", help="skip the ideal observer")
     ev.add_argument("--no-context-free", action="store_true", help="skip the grid marginal")
     ev.add_argument("--png-dir", help="folder for the figures (default: beside --out)")

@@ -1,23 +1,27 @@
-"""The amortized guide q_ψ(θ | x, T): a proposal for the nuisance of one site's patch.
+"""The amortized guide: a class proposal q(c | x, m) and a nuisance proposal q(θ | x, m, c).
 
-Given a patch x and a *candidate* clean template T (the likelihood's template
-for one class in one context), the network returns a Gaussian over the
-unconstrained nuisance u (:mod:`inference.theta`) with a full covariance.
-Conditioning on the template itself — not on a class or case id — lets one
-guide serve every class of every case, a dopant never seen included, and the
-context-free enumeration over the grid.
+One network serves every site of every case: a small convolutional trunk
+reads the patch x (divided by its mean, so that it is scale-free, with the log
+mean and a counting-noise proxy beside it) and the context m's physical
+features (host atomic numbers, beam energy [kV], detector angles [mrad],
+convergence [mrad] — never a case id, so an unseen combination is no
+surprise); a class head gives q(c | x, m) over the seven classes; a nuisance
+head, given the class, a Gaussian with full covariance over the unconstrained
+θ (:mod:`inference.theta`).
 
 Training (:func:`train_guide`) is Pyro SVI with the CSIS objective, the
-*forward* KL  E_p(x, c, m, θ)[−log q_ψ(u(θ) | x, T(c, m))]: patches are drawn
-from the bank through the renderer with their true θ, so the guide learns to
-cover the posterior (mass-covering), which keeps importance weights bounded.
+*forward* KL  E_p(x, c, θ | m)[−log q(c | x, m) − log q(u(θ) | x, m, c)]:
+patches are drawn from the bank through the renderer with their true class
+and θ, so the proposal covers the posterior (mass-covering). The posterior
+engine (:mod:`inference.posterior`) starts each candidate's mode search from
+q(θ | x, m, c); importance sampling then corrects whatever the guide gets wrong.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pyro
@@ -27,166 +31,225 @@ from pyro import poutine
 from torch import nn
 
 from inference.theta import DIM, to_unconstrained
+from prob.classes import CLASSES
+from prob.context import Context, contexts_from_coords
+from prob.elements import atomic_number
 from simulate.renderer import PATCH, NuisancePrior, PatchGenerator
-from simulate.templates import SAMPLING, WINDOW
 
-_LOG_DOSE = (math.log(NuisancePrior.dose_min), math.log(NuisancePrior.dose_max))
-_BLUR_PX = 0.35 / SAMPLING  # a mid-prior blur [px] for the baseline fit
-_AXIS = torch.arange(-4, 5, dtype=torch.float32)
-_KERNEL = torch.outer(
-    torch.exp(-0.5 * (_AXIS / _BLUR_PX) ** 2), torch.exp(-0.5 * (_AXIS / _BLUR_PX) ** 2)
+CONTEXT_FEATURES = (
+    "z_metal",
+    "z_chalcogen",
+    "kv",
+    "detector_inner",
+    "detector_outer",
+    "convergence",
 )
-_KERNEL = (_KERNEL / _KERNEL.sum())[None, None]
-_CROP = slice((WINDOW - PATCH) // 2, (WINDOW - PATCH) // 2 + PATCH)
+_LOG_DOSE = (math.log(NuisancePrior.dose_min), math.log(NuisancePrior.dose_max))
+_PIXEL_AREA = 0.04  # [Å²] at the bank's 0.2 Å/px
 
 
-def centre(templates: torch.Tensor) -> torch.Tensor:
-    """The central PATCH × PATCH part of templates (..., WINDOW, WINDOW)."""
-    return templates[..., _CROP, _CROP]
-
-
-class GuideNet(nn.Module):
-    """(x, T) → (loc, scale_tril) of a Gaussian over u.
-
-    Inputs are made scale-free: x and T divided by their means, plus the log
-    means, and a noise proxy (log mean square of x minus its 3 × 3 box mean,
-    relative to the mean), from which the dose is read.
-    """
-
-    def __init__(self, hidden: int = 256) -> None:
-        super().__init__()
-        n_in = 2 * PATCH * PATCH + 4
-        self.body = nn.Sequential(
-            nn.Linear(n_in, hidden),
-            nn.SiLU(),
-            nn.Linear(hidden, hidden),
-            nn.SiLU(),
-            nn.Linear(hidden, hidden),
-            nn.SiLU(),
+def context_features(contexts: Sequence[Context]) -> torch.Tensor:
+    """(n, 6) physical features of complete contexts, in :data:`CONTEXT_FEATURES` order."""
+    rows = [
+        (
+            atomic_number(c.host_metal),
+            atomic_number(c.host_chalcogen),
+            c.kv,
+            c.detector_inner,
+            c.detector_outer,
+            c.convergence,
         )
-        self.loc = nn.Linear(hidden, DIM)
-        self.tril = nn.Linear(hidden, DIM * (DIM + 1) // 2)
+        for c in contexts
+    ]
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+class SiteGuide(nn.Module):
+    """(x, m) → class logits; (x, m, c) → (loc, scale_tril) of a Gaussian over u."""
+
+    def __init__(self, width: int = 192) -> None:
+        super().__init__()
+        self.width = width
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(32, 32, 3, stride=2, padding=1),
+            nn.SiLU(),
+            nn.Flatten(),
+        )
+        side = (PATCH + 1) // 2
+        side = (side + 1) // 2
+        self.context = nn.Sequential(nn.Linear(len(CONTEXT_FEATURES) + 3, 32), nn.SiLU())
+        self.trunk = nn.Sequential(
+            nn.Linear(32 * side * side + 32, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU()
+        )
+        self.classes = nn.Linear(width, len(CLASSES))
+        self.theta = nn.Sequential(
+            nn.Linear(width + len(CLASSES), width),
+            nn.SiLU(),
+            nn.Linear(width, DIM + DIM * (DIM + 1) // 2),
+        )
         self.register_buffer("_rows", torch.tril_indices(DIM, DIM)[0])
         self.register_buffer("_cols", torch.tril_indices(DIM, DIM)[1])
+        self.register_buffer("context_mean", torch.tensor([50.0, 30.0, 113.0, 60.0, 150.0, 30.0]))
+        self.register_buffer("context_sd", torch.tensor([20.0, 12.0, 60.0, 20.0, 50.0, 5.0]))
 
     @staticmethod
-    def features(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(network input, baseline u) of patches x and candidate template centres t."""
-        sx = x.mean((-1, -2)).clamp_min(1e-6)
-        st = t.mean((-1, -2)).clamp_min(1e-6)
-        # least squares x ≈ α·(T blurred by a mid-range σ) + β: α is the gain, β/α the background
-        tb = nn.functional.conv2d(t.unsqueeze(1), _KERNEL.to(t), padding=_KERNEL.shape[-1] // 2)[
-            :, 0
-        ]
-        tc = tb - tb.mean((-1, -2), keepdim=True)
-        xc = x - x.mean((-1, -2), keepdim=True)
-        alpha = ((tc * xc).sum((-1, -2)) / (tc**2).sum((-1, -2)).clamp_min(1e-12)).clamp_min(1e-3)
-        beta = x.mean((-1, -2)) - alpha * tb.mean((-1, -2))
-        residual = x - alpha[:, None, None] * tb - beta[:, None, None]
-        noise = (residual**2).mean((-1, -2)).clamp_min(1e-12)
-        # counting noise: Var(x) = a·E[x]/N_e
-        log_electrons = torch.log(alpha) + torch.log(sx) - torch.log(noise)
-        log_dose = log_electrons - 2 * math.log(SAMPLING)
-        place = (log_dose - _LOG_DOSE[0]) / (_LOG_DOSE[1] - _LOG_DOSE[0])
-        background = (beta / alpha / NuisancePrior.background_max).clamp(0.02, 0.98)
-        baseline = torch.zeros(len(x), DIM, dtype=x.dtype, device=x.device)
-        baseline[:, 0] = torch.log(alpha)
-        baseline[:, 1] = torch.logit(background)
-        baseline[:, 5] = torch.logit(place.clamp(0.02, 0.98))
-        log_gain = torch.log(alpha)
-        scalars = torch.stack([torch.log(sx), torch.log(st), log_gain, torch.log(noise / sx)], -1)
-        flat = [(x / sx[:, None, None]).flatten(1), (t / st[:, None, None]).flatten(1)]
-        return torch.cat([*flat, scalars], -1), baseline
+    def _scalars(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x / mean, [log mean, log noise/mean, dose baseline]) of patches (n, P, P)."""
+        mean = x.mean((-1, -2)).clamp_min(1e-6)
+        local = nn.functional.avg_pool2d(
+            x[:, None], 3, stride=1, padding=1, count_include_pad=False
+        )
+        noise = ((x - local[:, 0]) ** 2).mean((-1, -2)).clamp_min(1e-12) * 9.0 / 8.0
+        # counting noise: Var(x) ≈ gain·E[x]/N_e → log N_e ≈ log E[x] − log Var(x)
+        log_dose = torch.log(mean) - torch.log(noise) - math.log(_PIXEL_AREA)
+        place = ((log_dose - _LOG_DOSE[0]) / (_LOG_DOSE[1] - _LOG_DOSE[0])).clamp(0.02, 0.98)
+        scalars = torch.stack([torch.log(mean), torch.log(noise / mean), torch.logit(place)], -1)
+        return x / mean[:, None, None], scalars
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs, baseline = self.features(x, t)
-        h = self.body(inputs)
-        raw = self.tril(h)
-        tril = torch.zeros(len(x), DIM, DIM, dtype=raw.dtype, device=raw.device)
-        tril[:, self._rows, self._cols] = raw
-        diag = nn.functional.softplus(torch.diagonal(tril, dim1=-2, dim2=-1)) + 1e-3
-        tril = torch.tril(tril, -1) + torch.diag_embed(diag)
-        return baseline + self.loc(h), tril
+    def features(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """The trunk's output h (n, width) for patches (n, P, P) and context features (n, 6)."""
+        scaled, scalars = self._scalars(x)
+        m = (context - self.context_mean) / self.context_sd
+        c = self.context(torch.cat([m, scalars], -1))
+        return self.trunk(torch.cat([self.conv(scaled[:, None]), c], -1))
+
+    def class_logits(self, h: torch.Tensor) -> torch.Tensor:
+        return self.classes(h)
+
+    def theta_proposal(
+        self, h: torch.Tensor, label: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loc (n, 6), scale_tril (n, 6, 6)) of q(u | x, m, c) for class indices `label` (n,)."""
+        onehot = nn.functional.one_hot(label, len(CLASSES)).to(h.dtype)
+        raw = self.theta(torch.cat([h, onehot], -1))
+        loc, flat = raw[:, :DIM], raw[:, DIM:]
+        tril = torch.zeros(len(h), DIM, DIM, dtype=raw.dtype, device=raw.device)
+        tril[:, self._rows, self._cols] = flat
+        diag = nn.functional.softplus(torch.diagonal(tril, dim1=-2, dim2=-1) - 2.0) + 1e-4
+        return loc, torch.tril(tril, -1) + torch.diag_embed(diag)
 
 
-def guide(net: GuideNet, x: torch.Tensor, t: torch.Tensor) -> None:
-    """Pyro guide: u ~ q_ψ(u | x, T) for every patch of the plate."""
+def guide(net: SiteGuide, x: torch.Tensor, context: torch.Tensor, site_mask: torch.Tensor) -> None:
+    """Pyro guide: c ~ q(c | x, m) (restricted to the site type), u ~ q(u | x, m, c)."""
     pyro.module("guide", net)
-    loc, tril = net(x, t)
+    h = net.features(x, context)
+    logits = net.class_logits(h).masked_fill(~site_mask, -30.0)
     with pyro.plate("sites", len(x)):
+        c = pyro.sample("c", dist.Categorical(logits=logits))
+        loc, tril = net.theta_proposal(h, c)
         pyro.sample("u", dist.MultivariateNormal(loc, scale_tril=tril))
 
 
-def _prior_model(net: GuideNet, x: torch.Tensor, t: torch.Tensor) -> None:
-    """The model side of CSIS is the simulator itself; here it only names the site."""
+def _simulator(net, x, context, site_mask) -> None:
+    """The model side of CSIS is the renderer itself; here it only names the sites."""
 
 
-def csis_loss(model, guide_fn, net, x, t, u) -> torch.Tensor:
-    """Forward-KL (CSIS) loss per patch: −mean log q_ψ(u | x, T) at the simulated u."""
-    trace = poutine.trace(poutine.condition(guide_fn, data={"u": u})).get_trace(net, x, t)
+def csis_loss(model, guide_fn, net, x, context, site_mask, c, u) -> torch.Tensor:
+    """Forward-KL (CSIS) loss per patch: −mean log q(c, u | x, m) at the simulated (c, u)."""
+    conditioned = poutine.condition(guide_fn, data={"c": c, "u": u})
+    trace = poutine.trace(conditioned).get_trace(net, x, context, site_mask)
     return -trace.log_prob_sum() / len(x)
 
 
+_METAL = torch.tensor([CLASSES.index(c) for c in ("M", "D", "VM")])
+
+
+def site_masks(labels: torch.Tensor) -> torch.Tensor:
+    """(n, 7) bool: the classes of each label's site type."""
+    metal = torch.isin(labels, _METAL)
+    mask = torch.zeros(len(labels), len(CLASSES), dtype=torch.bool)
+    mask[:, _METAL] = True
+    return torch.where(metal[:, None], mask, ~mask)
+
+
 def train_guide(
-    net: GuideNet,
+    net: SiteGuide,
     bank,
-    entry_templates: torch.Tensor,
     *,
     prior: NuisancePrior | None = None,
     seed: int = 0,
-    minutes: float = 5.0,
-    batch: int = 512,
-    max_steps: int = 20000,
+    minutes: float = 10.0,
+    batch: int = 256,
+    max_steps: int = 10**7,
     log: Callable[[str], None] | None = None,
+    checkpoint: Callable[[SiteGuide], None] | None = None,
 ) -> dict:
     """Train `net` by Pyro SVI on the CSIS loss with patches streamed from `bank`.
 
-    Parameters
-    ----------
-    entry_templates : tensor (entry, variant, W, W)
-        The likelihood's templates of every bank entry; the guide is shown the
-        ideal variant's (variant 0) of the true class as its candidate T.
-    minutes : float
-        Wall-clock budget [min].
+    The state with the best validation loss (checked every 1000 steps, and at the
+    end) is the one `net` is left with; `checkpoint(net)` is called with it each time
+    it improves.
 
     Returns
     -------
     dict
-        steps, seconds, final and validation loss [nats per patch].
+        steps, seconds, final training and validation loss [nats per patch],
+        validation class accuracy of q(c | x, m).
     """
     prior = prior or NuisancePrior()
     torch.manual_seed(seed)
     pyro.clear_param_store()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a small network: one thread beats two that contend with rendering
     generator = PatchGenerator(bank, prior=prior, seed=seed)
-    index = np.asarray(bank["entry_index"].values)
-    ideal = centre(entry_templates[:, 0]).float()
+    features = context_features(contexts_from_coords(bank, "case"))
 
     def batch_of(draw):
         x = torch.from_numpy(draw.patches)
-        t = ideal[torch.from_numpy(index[draw.case, draw.label])]
-        u = to_unconstrained(draw.theta, prior).float()
-        return x, t, u
+        c = torch.from_numpy(draw.label)
+        # the logistic coordinates of a θ at its prior's very edge are clipped at ±9
+        u = to_unconstrained(draw.theta, prior).float().clamp(-9.0, 9.0)
+        return x, features[torch.from_numpy(draw.case)], site_masks(c), c, u
 
     validation = batch_of(generator.draw(4096, seed=[seed, 1]))
-    scheduler = pyro.optim.ClippedAdam({"lr": 1e-3, "clip_norm": 5.0, "lrd": 0.99985})
-    svi = pyro.infer.SVI(_prior_model, guide, scheduler, loss=csis_loss)
+    optim = pyro.optim.ClippedAdam({"lr": 1e-3, "clip_norm": 2.0, "lrd": 0.99997})
+    svi = pyro.infer.SVI(_simulator, guide, optim, loss=csis_loss)
     start, step, history = time.monotonic(), 0, []
+
+    def validate() -> tuple[float, float]:
+        with torch.no_grad():
+            x, m, mask, c, _ = validation
+            loss = float(csis_loss(None, guide, net, *validation))
+            logits = net.class_logits(net.features(x, m)).masked_fill(~mask, -30.0)
+            return loss, float((logits.argmax(1) == c).float().mean())
+
+    best: tuple[float, dict | None] = (math.inf, None)
+
+    def keep_best() -> tuple[float, float]:
+        nonlocal best
+        val, acc = validate()
+        if math.isfinite(val) and val < best[0]:
+            best = (val, {k: v.detach().clone() for k, v in net.state_dict().items()})
+            if checkpoint:
+                checkpoint(net)
+        return val, acc
+
     while step < max_steps and time.monotonic() - start < 60 * minutes:
-        x, t, u = batch_of(generator.draw(batch))
-        history.append(svi.step(net, x, t, u))
+        history.append(svi.step(net, *batch_of(generator.draw(batch))))
         step += 1
-        if log and step % 500 == 0:
-            with torch.no_grad():
-                val = float(csis_loss(None, guide, net, *validation))
-            log(f"guide step {step}: loss {np.mean(history[-500:]):.3f}, validation {val:.3f}")
-    with torch.no_grad():
-        val = float(csis_loss(None, guide, net, *validation))
-    torch.set_num_threads(threads)
+        if step % 1000 == 0:
+            val, acc = keep_best()
+            if log:
+                log(
+                    f"guide step {step}: loss {np.mean(history[-1000:]):.3f}, "
+                    f"validation {val:.3f}, class accuracy {acc:.3f}"
+                )
+            if not math.isfinite(val) and best[1] is not None:
+                # diverged: back to the best state with a smaller learning rate
+                net.load_state_dict(best[1])
+                for opt in optim.optim_objs.values():
+                    for group in opt.param_groups:
+                        group["lr"] *= 0.3
+    keep_best()
+    if best[1] is not None:
+        net.load_state_dict(best[1])
+    val, acc = validate()
     return {
         "steps": step,
         "seconds": round(time.monotonic() - start, 1),
-        "loss": float(np.mean(history[-200:])) if history else math.nan,
+        "loss": float(np.mean(history[-500:])) if history else math.nan,
         "validation_loss": val,
+        "validation_class_accuracy": acc,
     }

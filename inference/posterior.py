@@ -5,24 +5,32 @@ context is known; every grid case consistent with the known fields otherwise):
 
     p(c | x) ∝ Σ_{m ∈ M} p(m) π(c | m) p(x | c, m)^(1/τ),      p(m) uniform over M,
 
-with p(x | c, m) = ∫ p_φ(x | c, θ, m) p(θ) dθ estimated per candidate template
-by :mod:`inference.importance`, the amortized guide as proposal, and τ the
-likelihood temperature fitted on held-out patches (:mod:`inference.calibrate`;
-1 until fitted). π is swappable at call time (uniform over the classes a case
-allows, context-aware, or a user's concentrations) without any retraining.
+    p(x | c, m) = (1/V) Σ_v ∫ p_φ(x | T_{c,m,v}, θ) p(θ) dθ
 
-Candidates whose approximate log joint at the start of the mode search
-(:func:`inference.mode.initial_point`: gain and background solved, blur and
-dose on a grid, Gaussian pixels) is more than ``screen`` nats below the best
-candidate's are given evidence −∞ without sampling; with M a single case
-nothing is screened.
+with the variants v of the generator mixed with equal weight, each (site,
+candidate template, variant) *pair* integrated over θ by
+:mod:`inference.laplace` (expanded mode search from the amortized guide's
+proposal, Laplace fit, adaptive Student-t importance sampling with PSIS k̂),
+and τ the likelihood temperature fitted on held-out patches
+(:mod:`inference.calibrate`; 1 until fitted). π is swappable at call time
+(uniform over the classes a case allows, context-aware, or a user's
+concentrations) without any retraining.
+
+**Screening and effort.** Every pair starts at the guide's proposal
+q(θ | x, m, c). (1) A profile score (:mod:`inference.screen`, one filtering)
+drops pairs more than ``screen_profile`` nats below their site's best: their
+evidence is −∞. (2) One cheap moment-matched round gives a Laplace value;
+pairs more than ``screen`` nats below keep it as their evidence. (3) The rest
+get the full mode search and Laplace fit, and those with at least
+``min_mass`` of their site's posterior mass are importance-sampled (k̂, ESS,
+θ mean/sd from the draws); lighter ones keep the Laplace estimate (k̂ NaN).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -34,26 +42,22 @@ from inference.candidates import (
     class_axis,
     template_key,
 )
-from inference.guide import GuideNet, centre
-from inference.importance import Evidence, importance_sample, laplace
-from inference.mode import initial_point
+from inference.expansion import Transform
+from inference.guide import SiteGuide, context_features
+from inference.laplace import (
+    EvidenceConfig,
+    PairEvidence,
+    first_round,
+    integrate,
+    laplace_only,
+    search,
+    subset_search,
+)
+from inference.screen import profile_score
 from inference.theta import to_unconstrained
 from prob.classes import CLASSES
 from prob.grid import Case
 from simulate.renderer import NuisancePrior
-
-
-def model_loglik(model):
-    """log p_φ(x | T, θ) with the variant mixture, for :mod:`inference.importance`."""
-
-    def loglik(x, theta, templates):
-        parts = [
-            model.log_prob_given_template(x, theta, templates[:, v])
-            for v in range(templates.shape[1])
-        ]
-        return torch.logsumexp(torch.stack(parts, -1), -1) - math.log(templates.shape[1])
-
-    return loglik
 
 
 @dataclass
@@ -115,48 +119,61 @@ def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
 
 
 class PosteriorEngine:
-    """Evidence for site patches under a trained likelihood and guide.
+    """Evidence for site patches under a likelihood (templates and noise) and a guide.
 
     Parameters
     ----------
-    model : likelihood.model.NeuralLikelihood
-    guide : GuideNet
+    model : likelihood.model.NeuralLikelihood or None
+        Supplies templates and the noise variance unless `template_fn` and
+        `variance` are given (the ideal observer's bank templates).
+    guide : SiteGuide
+        The amortized proposal q(θ | x, T): the start of every pair's mode search.
     prior : NuisancePrior
     samples : int
-        Importance samples per (site, candidate).
-    refine : int
-        Fisher-scoring iterations from the guide's proposal to the mode before
-        sampling (:mod:`inference.mode`; 0: sample around the guide itself).
+        Importance draws per pair (and per adaptive batch).
     screen : float
-        Screening margin [nats] (see the module docstring).
+        Margin [nats] of the second screen (after one moment-matched round).
+    screen_profile : float
+        Margin [nats] of the first screen (:func:`inference.screen.profile_score`).
+    min_mass : float
+        Pairs with less of their site's posterior mass (by the Laplace fit) keep the
+        Laplace estimate; the others are importance-sampled.
+    config : EvidenceConfig, optional
+        Everything else about the θ integral; `samples` overrides its draws.
     """
 
     def __init__(
         self,
         model,
-        guide: GuideNet,
+        guide: SiteGuide,
         *,
         prior: NuisancePrior | None = None,
-        samples: int = 32,
-        refine: int = 12,
-        screen: float = 40.0,
-        loglik=None,
+        samples: int = 256,
+        screen: float = 30.0,
+        config: EvidenceConfig | None = None,
+        screen_profile: float = 60.0,
+        min_mass: float = 1e-4,
+        variance: float | None = None,
         template_fn=None,
     ) -> None:
+        self.screen_profile = screen_profile
+        self.min_mass = min_mass
         self.model = model
         self.guide = guide
         self.prior = prior or NuisancePrior()
         self.samples = samples
-        self.refine = refine
         self.screen = screen
-        self.loglik = loglik or model_loglik(model)
+        self.config = replace(config or EvidenceConfig(), samples=samples)
+        if variance is None:
+            variance = float(model.noise_variance.detach())
+        self.variance = float(variance)
         self._template_fn = template_fn or (lambda cands: candidate_templates(model, cands))
         self._templates: dict[tuple, torch.Tensor] = {}
 
     def templates(self, cset: CandidateSet) -> torch.Tensor:
         key = tuple(template_key(label, c) for c, label in cset.candidates)
         if key not in self._templates:
-            self._templates[key] = self._template_fn(cset.candidates)
+            self._templates[key] = self._template_fn(cset.candidates).float()
         return self._templates[key]
 
     def evidence(
@@ -173,7 +190,7 @@ class PosteriorEngine:
     ) -> SiteEvidence:
         """Evidence of patches `x` (n, P, P) of `site_type` under every candidate of `cases`.
 
-        `start` (n, 6), if given, replaces the guide's mean as the mode search's
+        `start` (n, 6), if given, replaces the guide's proposal as the mode search's
         starting θ of every candidate (the ideal observer starts from the true θ).
         `truth` (n, 6), if given, adds the PIT of the true θ per candidate.
         `own_case` (n,) of indices into `cases`, if given, limits every patch to
@@ -181,9 +198,10 @@ class PosteriorEngine:
         one batch); the others stay −∞ — use :func:`own_case_prior` with it.
         """
         cset = candidate_set(site_type, cases)
-        templates = self.templates(cset).float()
-        x = torch.as_tensor(np.asarray(x, dtype=np.float32))
+        templates = self.templates(cset)
+        x = np.asarray(x, dtype=np.float32)
         n, k = len(x), len(cset.candidates)
+        n_var = templates.shape[1]
         shape = (n, k)
         out = {
             "log_evidence": np.full(shape, -np.inf),
@@ -195,71 +213,189 @@ class PosteriorEngine:
         }
         if truth is not None:
             out["pit"] = np.full((*shape, 6), np.nan)
-        generator = torch.Generator().manual_seed(seed)
-        ideal = centre(templates[:, 0])
-        allowed = None
+        allowed = np.ones((n, k), dtype=bool)
         if own_case is not None:
-            allowed = np.zeros((n, k), dtype=bool)
+            allowed[:] = False
             rows_of = cset.index[np.asarray(own_case)]  # (n, class)
             for j in range(rows_of.shape[1]):
                 ok = rows_of[:, j] >= 0
                 allowed[np.nonzero(ok)[0], rows_of[ok, j]] = True
+        features = context_features([c for c, _ in cset.candidates])
+        groups, group_of = np.unique(features.numpy(), axis=0, return_inverse=True)
+        group_of = group_of.ravel()
+        label_of = np.array([CLASSES.index(label) for _, label in cset.candidates])
+        rng = np.random.default_rng([seed, n, k])
         for lo in range(0, n, chunk):
             xs = x[lo : lo + chunk]
-            m = len(xs)
-            if allowed is None:
-                site = torch.arange(m).repeat_interleave(k)
-                cand = torch.arange(k).repeat(m)
+            pairs = np.argwhere(allowed[lo : lo + chunk])  # (site, candidate)
+            if start is None:
+                u_pair = self._proposals(xs, pairs, group_of, groups, label_of)
             else:
-                pairs = np.argwhere(allowed[lo : lo + chunk])
-                site, cand = torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])
-            with torch.no_grad():
-                loc, tril = self.guide(xs[site], ideal[cand])
-            if start is not None:
-                u0 = to_unconstrained(np.asarray(start)[lo : lo + chunk], self.prior).float()
-                loc = u0[site]
-            with torch.no_grad():
-                u_start, approx = initial_point(
-                    xs[site].double(),
-                    templates[cand].double().mean(1),
-                    loc.double(),
-                    self.prior,
-                    self.prior.read_noise,
-                )
-            keep = torch.ones(len(site), dtype=torch.bool)
-            if allowed is None and k > 1 and self.screen < math.inf:
-                approx = approx.reshape(m, k)
-                best = approx.max(1, keepdim=True).values
-                keep = (approx >= best - self.screen).reshape(-1)
-            pick = keep.nonzero()[:, 0]
-            ps, pc = site[pick], cand[pick]
-            loc_k, tril_k = loc[pick], tril[pick]
-            if self.refine:
-                loc_k, tril_k = laplace(
-                    self.loglik,
-                    xs[ps],
-                    templates[pc],
-                    u_start[pick],
-                    self.prior,
-                    steps=self.refine,
-                    read=self.prior.read_noise,
-                    start_search=False,
-                )
-            ev = importance_sample(
-                self.loglik,
-                xs[ps],
-                templates[pc],
-                loc_k,
-                tril_k,
+                u_pair = to_unconstrained(np.asarray(start)[lo : lo + chunk], self.prior).numpy()
+                u_pair = u_pair[pairs[:, 0]]
+            site = np.repeat(pairs[:, 0], n_var)
+            cand = np.repeat(pairs[:, 1], n_var)
+            var = np.tile(np.arange(n_var), len(pairs))
+            u0 = np.repeat(u_pair, n_var, axis=0)
+            flat = xs.reshape(len(xs), -1).astype(np.float64)
+            pair_t = templates[torch.from_numpy(cand), torch.from_numpy(var)]
+            # 1: profile score at the proposal (one filtering per pair)
+            score = profile_score(flat[site], pair_t, self._theta(u0), self.variance, self.prior)
+            # 2: an anchor per (site, host and imaging group): the best-scoring pair, searched
+            # to its mode, which is then every pair's second candidate start
+            key = site * len(groups) + group_of[cand]
+            anchor = _argmax_by(score, key)
+            found = search(
+                flat[site[anchor]],
+                pair_t[torch.from_numpy(anchor)],
+                u0[anchor],
                 self.prior,
-                samples=self.samples,
-                generator=generator,
-                truth=None if truth is None else np.asarray(truth)[lo : lo + chunk][ps.numpy()],
+                self.variance,
+                config=self.config,
             )
-            rows, cols = (ps + lo).numpy(), pc.numpy()
-            for name in out:
-                out[name][rows, cols] = getattr(ev, name)
+            u_anchor = found.mode[np.searchsorted(key[anchor], key)]
+            score_a = profile_score(
+                flat[site], pair_t, self._theta(u_anchor), self.variance, self.prior
+            )
+            better = score_a > score
+            u0 = np.where(better[:, None], u_anchor, u0)
+            score = np.maximum(score, score_a)
+            is_anchor = np.zeros(len(site), dtype=bool)
+            is_anchor[anchor] = True
+            u0[anchor] = found.mode
+            keep = _within(score, site, len(xs), self.screen_profile) | is_anchor
+            # 3: one moment-matched round
+            log_ev = np.full(len(site), -np.inf)
+            idx = np.nonzero(keep)[0]
+            u1, quick = first_round(
+                flat[site[idx]], pair_t[torch.from_numpy(idx)], u0[idx], self.prior, self.variance
+            )
+            log_ev[idx] = quick
+            keep2 = _within(quick, site[idx], len(xs), self.screen) | is_anchor[idx]
+            idx = idx[keep2]
+            # 4: the mode search, Laplace fit; importance sampling where the mass is
+            found = search(
+                flat[site[idx]],
+                pair_t[torch.from_numpy(idx)],
+                u1[keep2],
+                self.prior,
+                self.variance,
+                config=self.config,
+            )
+            log_ev[idx] = found.laplace
+            mass = _site_softmax(log_ev, site, len(xs))[idx]
+            heavy = mass >= self.min_mass
+            result = laplace_only(found)
+            if heavy.any():
+                sub = subset_search(found, np.nonzero(heavy)[0])
+                tr = None if truth is None else np.asarray(truth)[lo : lo + chunk][site[idx[heavy]]]
+                is_ = integrate(sub, config=self.config, rng=rng, truth=tr)
+                result = _merge(result, is_, heavy, truth is not None)
+            log_ev[idx] = result.log_evidence
+            self._fill(out, lo, pairs, n_var, log_ev, idx, result)
         return SiteEvidence(cset, **out)
+
+    def _theta(self, u: np.ndarray) -> np.ndarray:
+        return Transform(self.prior).theta(u)
+
+    def _proposals(self, xs, pairs, group_of, groups, label_of) -> np.ndarray:
+        """The guide's q(u | x, m, c) location (pairs, 6) for (site, candidate) pairs."""
+        sg = np.unique(np.stack([pairs[:, 0], group_of[pairs[:, 1]]], 1), axis=0)
+        sgc, inv_c = np.unique(
+            np.stack([pairs[:, 0], group_of[pairs[:, 1]], label_of[pairs[:, 1]]], 1),
+            axis=0,
+            return_inverse=True,
+        )
+        with torch.no_grad():
+            h = self.guide.features(
+                torch.from_numpy(xs[sg[:, 0]]), torch.from_numpy(groups[sg[:, 1]])
+            )
+            lookup = {tuple(r): i for i, r in enumerate(sg)}
+            rows = torch.tensor([lookup[(r[0], r[1])] for r in sgc])
+            loc, _ = self.guide.theta_proposal(h[rows], torch.from_numpy(sgc[:, 2]))
+        return loc.double().numpy()[inv_c.ravel()]
+
+    @staticmethod
+    def _fill(out, lo, pairs, n_var, log_ev, idx, result) -> None:
+        """Mix the variants of each (site, candidate) into `out` (rows offset by `lo`)."""
+        n_pairs = len(pairs)
+        per = log_ev.reshape(n_pairs, n_var)
+        mixed = np.logaddexp.reduce(per, axis=1) - math.log(n_var)
+        rows, cols = pairs[:, 0] + lo, pairs[:, 1]
+        out["log_evidence"][rows, cols] = mixed
+        finite = np.isfinite(mixed)[:, None]
+        shifted = np.where(finite, per - np.where(finite, mixed[:, None], 0.0), -np.inf)
+        weight = np.exp(shifted - math.log(n_var))  # variant posterior (pair, var); 0 if none
+        full = {
+            name: np.full((n_pairs * n_var, *getattr(result, name).shape[1:]), np.nan)
+            for name in ("log_evidence_se", "pareto_k", "ess", "theta_mean", "theta_sd")
+            + (("pit",) if result.pit is not None else ())
+        }
+        for name in full:
+            full[name][idx] = getattr(result, name)
+            full[name] = full[name].reshape(n_pairs, n_var, *full[name].shape[1:])
+        relevant = weight > 1e-3
+        out["pareto_k"][rows, cols] = np.where(
+            relevant, np.nan_to_num(full["pareto_k"], nan=-np.inf), -np.inf
+        ).max(1)
+        out["pareto_k"][rows, cols] = np.where(
+            np.isfinite(out["pareto_k"][rows, cols]), out["pareto_k"][rows, cols], np.nan
+        )
+        out["ess"][rows, cols] = np.nansum(weight * full["ess"], 1)
+        se = np.nansum((weight * full["log_evidence_se"]) ** 2, 1) ** 0.5
+        out["log_evidence_se"][rows, cols] = se
+        mean = np.nansum(weight[..., None] * full["theta_mean"], 1)
+        second = np.nansum(weight[..., None] * (full["theta_sd"] ** 2 + full["theta_mean"] ** 2), 1)
+        out["theta_mean"][rows, cols] = mean
+        out["theta_sd"][rows, cols] = np.sqrt(np.maximum(second - mean**2, 0.0))
+        if "pit" in full and "pit" in out:
+            out["pit"][rows, cols] = np.nansum(weight[..., None] * full["pit"], 1)
+
+
+def _argmax_by(score: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """Index of the highest score of each distinct key, ordered by key."""
+    order = np.lexsort((-score, key))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = key[order][1:] != key[order][:-1]
+    return order[first]
+
+
+def _within(score: np.ndarray, site: np.ndarray, n: int, margin: float) -> np.ndarray:
+    """Pairs whose score is within `margin` of their site's best."""
+    best = np.full(n, -np.inf)
+    np.maximum.at(best, site, score)
+    return score >= best[site] - margin
+
+
+def _site_softmax(log_ev: np.ndarray, site: np.ndarray, n: int) -> np.ndarray:
+    """Each pair's share of its site's total (exp of log_ev normalised per site)."""
+    best = np.full(n, -np.inf)
+    np.maximum.at(best, site, log_ev)
+    w = np.exp(log_ev - best[site])
+    total = np.zeros(n)
+    np.add.at(total, site, w)
+    return w / total[site]
+
+
+def _merge(base: PairEvidence, extra: PairEvidence, mask: np.ndarray, pit: bool) -> PairEvidence:
+    """`base` with the pairs of `mask` replaced by `extra` (importance-sampled)."""
+    fields = {}
+    for name in ("log_evidence", "log_evidence_se", "pareto_k", "ess", "theta_mean", "theta_sd"):
+        value = getattr(base, name).copy()
+        value[mask] = getattr(extra, name)
+        fields[name] = value
+    pits = None
+    if pit:
+        pits = np.full((len(mask), 6), np.nan)
+        pits[mask] = extra.pit
+    return PairEvidence(
+        **fields,
+        laplace=base.laplace,
+        mode=base.mode,
+        scale_tril=base.scale_tril,
+        rounds=base.rounds,
+        pit=pits,
+    )
 
 
 def own_case_prior(log_prior: np.ndarray, own_case: np.ndarray) -> np.ndarray:
@@ -269,4 +405,4 @@ def own_case_prior(log_prior: np.ndarray, own_case: np.ndarray) -> np.ndarray:
     return out
 
 
-__all__ = ["Evidence", "PosteriorEngine", "SiteEvidence", "model_loglik", "own_case_prior"]
+__all__ = ["PosteriorEngine", "SiteEvidence", "own_case_prior"]

@@ -3,12 +3,15 @@
 ``ctxdefect train`` runs the likelihood stage (:mod:`likelihood.train`) and
 then this one; ``--stage guide`` runs this one alone on an existing model.
 
-1. The guide q_ψ(θ | x, T) (:mod:`inference.guide`) is trained on patches
-   streamed from the bank, each shown with the likelihood's template of its
-   true class and case, for a wall-clock budget.
+1. The guide q(c | x, m), q(θ | x, m, c) (:mod:`inference.guide`) is trained
+   on patches streamed from the bank (every case, class and variant, dose
+   10⁴–10⁶ e/Å²) for a wall-clock budget. It does not see the likelihood: it
+   only proposes, and the θ integral corrects it.
 2. The temperature τ is fitted (:mod:`inference.calibrate`) on fresh patches
    of another seed, through the full posterior path (guide, mode search,
-   importance sampling, uniform class prior, context known).
+   importance sampling, uniform class prior, context known). A τ near 1 says
+   the likelihood and the θ integral are right as they are; it is stored and
+   reported either way.
 """
 
 from __future__ import annotations
@@ -22,29 +25,12 @@ import torch
 
 from inference.artifact import save_posterior
 from inference.calibrate import fit_temperature
-from inference.candidates import candidate_templates
 from inference.evaluate import bank_cases
-from inference.guide import GuideNet, train_guide
+from inference.guide import SiteGuide, train_guide
 from inference.posterior import PosteriorEngine, own_case_prior
 from likelihood.artifact import load_model
 from prob.classes import CLASSES, site_type_of
-from prob.context import contexts_from_coords
 from simulate.renderer import NuisancePrior, PatchGenerator
-
-HIDDEN = 256
-
-
-def entry_templates(model, bank) -> torch.Tensor:
-    """The likelihood's templates (entry, variant, W, W) of every bank entry."""
-    contexts = contexts_from_coords(bank, "case")
-    index = np.asarray(bank["entry_index"].values)
-    owner: dict[int, tuple] = {}
-    for c in range(index.shape[0]):
-        for j, label in enumerate(CLASSES):
-            e = int(index[c, j])
-            if e >= 0 and e not in owner:
-                owner[e] = (contexts[c], label)
-    return candidate_templates(model, [owner[e] for e in range(len(owner))])
 
 
 def train_posterior(
@@ -54,20 +40,52 @@ def train_posterior(
     *,
     minutes: float = 10.0,
     seed: int = 0,
-    calibration_patches: int = 600,
+    calibration_patches: int = 2000,
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Train the guide, fit τ, write the posterior artifact to `out`; returns the summary."""
     say = log or (lambda _: None)
-    model, _ = load_model(model_path, bank=bank)
     prior = NuisancePrior()
     start = time.monotonic()
     torch.manual_seed(seed)
-    guide = GuideNet(HIDDEN)
-    templates = entry_templates(model, bank)
-    summary = train_guide(guide, bank, templates, prior=prior, seed=seed, minutes=minutes, log=say)
+    guide = SiteGuide()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a small network: one thread beats two that contend with rendering
+    summary = train_guide(guide, bank, prior=prior, seed=seed, minutes=minutes, log=say)
+    torch.set_num_threads(threads)
     guide.eval()
     say(f"guide: {summary['steps']} steps, validation loss {summary['validation_loss']:.3f}")
+    summary.update({"minutes": minutes, "seed": seed})
+    return calibrate_posterior(
+        bank,
+        model_path,
+        out,
+        guide,
+        summary,
+        seed=seed,
+        start=start,
+        calibration_patches=calibration_patches,
+        log=say,
+    )
+
+
+def calibrate_posterior(
+    bank,
+    model_path,
+    out,
+    guide: SiteGuide,
+    summary: dict,
+    *,
+    seed: int = 0,
+    start: float | None = None,
+    calibration_patches: int = 2000,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Fit τ for a trained guide and write the posterior artifact to `out`; the summary."""
+    say = log or (lambda _: None)
+    start = time.monotonic() if start is None else start
+    model, _ = load_model(model_path, bank=bank)
+    prior = NuisancePrior()
     engine = PosteriorEngine(model, guide, prior=prior)
     cases = bank_cases(bank)
     draw = PatchGenerator(bank, seed=seed + 1000).draw(calibration_patches)
@@ -81,6 +99,7 @@ def train_posterior(
         priors.append(own_case_prior(ev.cset.log_prior("uniform"), own))
     tau, nll_before, nll_after = fit_temperature(evidence, labels, priors)
     say(f"temperature {tau:.3f}: held-out NLL {nll_before:.4f} -> {nll_after:.4f} nats")
+    summary = dict(summary)
     summary.update(
         {
             "temperature": tau,
@@ -88,14 +107,11 @@ def train_posterior(
             "nll_before": nll_before,
             "nll_after": nll_after,
             "total_seconds": round(time.monotonic() - start, 1),
-            "minutes": minutes,
-            "seed": seed,
         }
     )
     save_posterior(
         Path(out),
         guide,
-        hidden=HIDDEN,
         temperature=tau,
         prior=prior,
         model_path=model_path,

@@ -102,7 +102,7 @@ def test_evaluate_writes_metrics_and_figures(tmp_path):
 
     out = tmp_path / "eval.nc"
     args = ["evaluate", "--n", "12", "--out", str(out), "--no-ideal", "--no-context-free"]
-    assert main([*args, "--samples", "8", "--quiet"]) == 0
+    assert main([*args, "--samples", "32", "--quiet"]) == 0
     ds = read_netcdf(out)
     p = ds["probability_context_aware"].values
     np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-9)

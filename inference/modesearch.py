@@ -1,0 +1,336 @@
+"""The mode of each (patch, template) pair's log joint, and the Laplace fit there.
+
+From a start u⁰ (the amortized guide's proposal, or the true θ for the ideal
+observer), the log joint is expanded about the current point
+(:mod:`inference.expansion`: the patch mean and its derivative images by exact
+filtering, every pixel's density to third order) and the expansion maximised
+by saddle-free Newton steps with backtracking, inside a box around the point
+where the expansion is trusted. The next round expands about the new point;
+new images are made only once the optics (σ, dx, dy) have drifted more than
+:data:`DRIFT` posterior sd from where the current ones were made. The first
+rounds use the moment-matched Gaussian pixel density (cheap, and only to get
+close); from there on, the exact Poisson–Gaussian one. A pair stops when an
+exact round moves it by less than ``tolerance`` posterior sd in every
+coordinate. The Laplace fit is then the location and the negative Hessian of
+the final exact expansion, eigenvalues floored so that the covariance exists.
+:func:`first_round` is the cheap single round the posterior engine screens with.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from inference.expansion import DIM, Expansion, Transform, Z, expand
+from likelihood.render import patch_images
+from simulate.renderer import NuisancePrior
+
+BOX = np.array([0.05, 1.0, 0.5, 0.03, 0.03, 0.3])
+"""Largest move per round in u (log a, logit b, logit σ, dx [Å], dy [Å], logit dose), or
+1.5 posterior sd where that is more; the optics coordinates (σ, dx, dy) are boxed around
+the point of the current images, the others around the current point."""
+BOX_GAUSS = np.array([0.2, 3.0, 0.5, 0.03, 0.03, 1.0])
+"""The same for the first, moment-matched rounds, whose pixel expansion is re-made cheaply."""
+DRIFT = 1.0
+"""New images once the optics have moved this many posterior sd from where they were made."""
+
+
+@dataclass(frozen=True)
+class EvidenceConfig:
+    """How the θ integral is done.
+
+    Parameters
+    ----------
+    samples : int
+        Importance draws per pair and batch.
+    rounds : int
+        Most expansion rounds of the mode search.
+    newton : int
+        Newton iterations per round.
+    tolerance : float
+        A round that moves a pair by less than this many posterior sd ends its search.
+    df : float
+        Degrees of freedom of the Student-t proposal.
+    inflate : float
+        Scale of the first proposal relative to the Laplace covariance.
+    adapt : bool
+        Refit the proposal to the first batch's weighted draws and sample again.
+    """
+
+    samples: int = 256
+    rounds: int = 12
+    newton: int = 12
+    tolerance: float = 0.3
+    df: float = 5.0
+    inflate: float = 1.2
+    adapt: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("samples", "rounds", "newton"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r}: expected a positive integer")
+        if self.samples < 16:
+            raise ValueError(f"samples={self.samples}: expected at least 16 (Pareto k̂)")
+
+
+def images_at(templates: torch.Tensor, theta: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """(P, 10, pixels) μ and its derivative images of templates (P, W, W) at θ (P, 6)."""
+    out = []
+    th = torch.as_tensor(theta, dtype=templates.dtype)
+    with torch.no_grad():
+        for lo in range(0, len(th), chunk):
+            t = th[lo : lo + chunk]
+            im = patch_images(templates[lo : lo + chunk], t[:, 2], t[:, 3], t[:, 4])
+            out.append(im.flatten(2).double().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 10, 0))
+
+
+def _safe_precision(neg_hess: np.ndarray, floor: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(eigenvalues floored at `floor`, eigenvectors) of the symmetrised negative Hessian."""
+    ev, vec = np.linalg.eigh(0.5 * (neg_hess + np.swapaxes(neg_hess, -1, -2)))
+    return np.maximum(ev, floor), vec
+
+
+def newton(
+    exp: Expansion,
+    u: np.ndarray,
+    iterations: int,
+    box: np.ndarray | None,
+    centre: np.ndarray | None = None,
+) -> np.ndarray:
+    """Maximise the expansion from u (P, 6): saddle-free Newton, backtracking, optional box
+    (per pair or shared) around `centre` (default: the start)."""
+    centre = u.copy() if centre is None else centre
+    value, grad, hess = exp.derivatives(u)
+    active = np.ones(len(u), dtype=bool)
+    for _ in range(iterations):
+        if not active.any():
+            break
+        idx = np.nonzero(active)[0]
+        ev, vec = np.linalg.eigh(-0.5 * (hess[idx] + np.swapaxes(hess[idx], 1, 2)))
+        ev = np.maximum(np.abs(ev), 1e-2)
+        step = np.einsum("pij,pj->pi", vec, np.einsum("pji,pj->pi", vec, grad[idx]) / ev)
+        step /= np.maximum(np.abs(step).max(1, keepdims=True) / 2.0, 1.0)
+        base = u[idx]
+        accepted = np.zeros(len(idx), dtype=bool)
+        trial = base.copy()
+        for _ in range(8):
+            cand = base + step
+            if box is not None:
+                b = box[idx] if box.ndim == 2 else box
+                cand = centre[idx] + np.clip(cand - centre[idx], -b, b)
+            v_new = _value(exp, cand, idx)
+            ok = (v_new >= value[idx] - 1e-9) & ~accepted
+            trial[ok] = cand[ok]
+            accepted |= ok
+            if accepted.all():
+                break
+            step = np.where(accepted[:, None], step, step / 4)
+        u[idx] = trial
+        v, g, h = _derivatives(exp, u[idx], idx)
+        moved = np.abs(trial - base).max(1)
+        value[idx], grad[idx], hess[idx] = v, g, h
+        sd = 1.0 / np.sqrt(np.maximum(np.abs(np.diagonal(h, axis1=1, axis2=2)), 1e-12))
+        done = (np.abs(g) * sd).max(1) < 1e-3
+        active[idx[done | (moved < 1e-10)]] = False
+    return u
+
+
+def _round(exp: Expansion, u: np.ndarray, u_img: np.ndarray, iterations: int, box: np.ndarray):
+    """One round: Newton inside the trust box → (u, move [sd], optics drift from images [sd])."""
+    _, _, hess = exp.derivatives(u)
+    sd = _sd(hess)
+    box = np.maximum(box, 1.5 * sd)
+    u_new = newton(
+        exp,
+        u.copy(),
+        iterations,
+        box,
+        centre=np.concatenate([u[:, :2], u_img[:, 2:5], u[:, 5:]], 1),
+    )
+    _, _, hess = exp.derivatives(u_new)
+    sd = _sd(hess)
+    move = (np.abs(u_new - u) / sd).max(1)
+    drift = (np.abs(u_new[:, 2:5] - u_img[:, 2:5]) / sd[:, 2:5]).max(1)
+    return u_new, move, drift
+
+
+def _sd(hess: np.ndarray) -> np.ndarray:
+    ev, vec = _safe_precision(-hess)
+    return np.sqrt(np.einsum("pij,pj,pij->pi", vec, 1 / ev, vec))
+
+
+def _subset(exp: Expansion, idx: np.ndarray) -> Expansion:
+    return Expansion(
+        exp.transform,
+        exp.theta0[idx],
+        exp.value0[idx],
+        exp.g[idx],
+        exp.m[idx],
+        exp.z0[idx],
+        exp.pixels,
+        None if exp.t is None else exp.t[idx],
+    )
+
+
+def _value(exp: Expansion, u: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    return _subset(exp, idx).value(u[:, None])[:, 0]
+
+
+def _derivatives(exp: Expansion, u: np.ndarray, idx: np.ndarray):
+    return _subset(exp, idx).derivatives(u)
+
+
+def first_round(
+    x: np.ndarray,
+    templates: torch.Tensor,
+    u0: np.ndarray,
+    prior: NuisancePrior,
+    variance: float,
+    *,
+    iterations: int = 12,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(u after one moment-matched round, its Laplace log evidence [nats]) of P pairs.
+
+    The cheap screen of :class:`inference.posterior.PosteriorEngine`: images at u0,
+    Gaussian pixels, Newton inside :data:`BOX_GAUSS`, then the pixels re-expanded at
+    the new point for its value and curvature.
+    """
+    transform = Transform(prior)
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    u = np.array(u0, dtype=np.float64)
+    if not len(u):
+        return u, np.zeros(0)
+    theta = transform.theta(u)
+    images = images_at(templates, theta)
+    exp = expand(x, images, theta, variance, prior, exact=False)
+    u_new, _, _ = _round(exp, u, u, iterations, BOX_GAUSS)
+    # the value at the new point from a new expansion there (an actual function value, not
+    # the first expansion's extrapolation, which can be far too high where it was left);
+    # where that is worse than the start's own value, the start is kept
+    again = expand(x, images, theta, variance, prior, theta=transform.theta(u_new), exact=False)
+    value, _, hess = again.derivatives(u_new)
+    value0, _, hess0 = exp.derivatives(u)
+    worse = value < value0
+    u_new[worse], value[worse], hess[worse] = u[worse], value0[worse], hess0[worse]
+    ev, _ = _safe_precision(-hess)
+    return u_new, value + 0.5 * DIM * math.log(2 * math.pi) - 0.5 * np.log(ev).sum(-1)
+
+
+@dataclass(frozen=True)
+class Search:
+    """The end of the mode search of P pairs: the exact expansion each ended with, and the fit."""
+
+    expansion: Expansion
+    mode: np.ndarray  # (P, 6) in u
+    laplace: np.ndarray  # (P,) Laplace log evidence [nats]
+    scale_tril: np.ndarray  # (P, 6, 6) Cholesky factor of the Laplace covariance
+    rounds: np.ndarray  # (P,) expansion rounds used
+
+
+class _Final:
+    """Per-pair storage of the latest expansion (filled round by round)."""
+
+    def __init__(self, n: int, transform: Transform, pixels: int) -> None:
+        self.transform, self.pixels = transform, pixels
+        self.theta0 = np.zeros((n, DIM))
+        self.value0 = np.zeros(n)
+        self.g = np.zeros((n, Z))
+        self.m = np.zeros((n, Z, Z))
+        self.z0 = np.ones((n, Z))
+        self.t = np.zeros((n, DIM, DIM, DIM))
+        self.exact = np.zeros(n, dtype=bool)
+
+    def store(self, sel: np.ndarray, exp: Expansion) -> None:
+        for name in ("theta0", "value0", "g", "m", "z0"):
+            getattr(self, name)[sel] = getattr(exp, name)
+        self.t[sel] = 0.0 if exp.t is None else exp.t
+        self.exact[sel] = exp.t is not None
+
+    def expansion(self) -> Expansion:
+        return Expansion(
+            self.transform, self.theta0, self.value0, self.g, self.m, self.z0, self.pixels, self.t
+        )
+
+
+def search(
+    x: np.ndarray,
+    templates: torch.Tensor,
+    u0: np.ndarray,
+    prior: NuisancePrior,
+    variance: float,
+    *,
+    config: EvidenceConfig | None = None,
+) -> Search:
+    """Mode search and Laplace fit of P pairs: patches x (P, pixels), templates (P, W, W)."""
+    config = config or EvidenceConfig()
+    transform = Transform(prior)
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    u = np.array(u0, dtype=np.float64)
+    n = len(u)
+    u_img = u.copy()
+    images = images_at(templates, transform.theta(u_img))
+    exact = np.zeros(n, dtype=bool)  # phase: moment-matched Gaussian pixels first, then exact
+    done = np.zeros(n, dtype=bool)
+    rounds = np.zeros(n, dtype=int)
+    final = _Final(n, transform, x.shape[1])
+    for _ in range(config.rounds):
+        if done.all():
+            break
+        stale = np.zeros(n, dtype=bool)
+        groups = [np.nonzero(~done & (exact == flag))[0] for flag in (False, True)]
+        for flag, sel in zip((False, True), groups, strict=True):
+            if not len(sel):
+                continue
+            exp = expand(
+                x[sel],
+                images[sel],
+                transform.theta(u_img[sel]),
+                variance,
+                prior,
+                theta=transform.theta(u[sel]),
+                exact=flag,
+            )
+            u_new, move, drift = _round(
+                exp, u[sel], u_img[sel], config.newton, BOX if flag else BOX_GAUSS
+            )
+            u[sel] = u_new
+            rounds[sel] += 1
+            final.store(sel, exp)
+            stale[sel] = drift > DRIFT
+            if flag:
+                done[sel] = (move < config.tolerance) & ~stale[sel]
+            else:
+                exact[sel] = move < 1.0
+        redo = np.nonzero(stale & ~done)[0]
+        if len(redo):
+            u_img[redo] = u[redo]
+            images[redo] = images_at(templates[redo], transform.theta(u_img[redo]))
+    # pairs whose last expansion was not an exact one at a converged point get one more
+    need = np.nonzero(~(final.exact & done))[0]
+    if len(need):
+        theta = transform.theta(u[need])
+        exp = expand(x[need], images_at(templates[need], theta), theta, variance, prior)
+        u[need] = newton(exp, u[need].copy(), config.newton, BOX)
+        final.store(need, exp)
+        rounds[need] += 1
+    expansion = final.expansion()
+    value, _, hess = expansion.derivatives(u)
+    ev, vec = _safe_precision(-hess)
+    laplace = value + 0.5 * DIM * math.log(2 * math.pi) - 0.5 * np.log(ev).sum(-1)
+    cov = np.einsum("pij,pj,pkj->pik", vec, 1 / ev, vec)
+    return Search(expansion, u, laplace, np.linalg.cholesky(cov), rounds)
+
+
+def subset_search(found: Search, idx: np.ndarray) -> Search:
+    return Search(
+        _subset(found.expansion, idx),
+        found.mode[idx],
+        found.laplace[idx],
+        found.scale_tril[idx],
+        found.rounds[idx],
+    )
