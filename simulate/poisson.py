@@ -281,15 +281,17 @@ def _record(rng, mean, electrons, background, gain, read_noise, tables, out) -> 
                             k = _tail(rng, lam_g, top, meta[g, 3], meta[g, 2], tails[g])
                     d = lam - lam_g
                     if d > 0.0:
+                        # Z = 0 below e^−d, 1 up to e^−d (1 + d): alternating Taylor series
+                        # bound both; no branch on the outcome, one on the rare doubt
                         u = rng.random()
                         d2 = d * d
                         low0 = 1.0 - d + d2 * (0.5 - d / 6.0)  # e^−d ∈ [low0, low0 + d⁴/24]
-                        if u >= low0:
-                            low1 = 1.0 - d2 * (0.5 - d / 3.0 + d2 / 8.0)  # ≤ e^−d (1 + d)
-                            if u >= low0 + d2 * d2 / 24.0 and u < low1:
-                                k += 1
-                            else:
-                                k += _inversion(rng, d, u)
+                        low1 = 1.0 - d2 * (0.5 - d / 3.0 + d2 / 8.0)  # ≤ e^−d (1 + d)
+                        one = u >= low0 + d2 * d2 / 24.0
+                        if (u >= low0 and not one) or u >= low1:
+                            k += _inversion(rng, d, u)
+                        else:
+                            k += one
                 else:
                     # PTRS (Hörmann 1993), as numpy's random_poisson_ptrs
                     slam = math.sqrt(lam)
