@@ -24,6 +24,9 @@ nuisance θ = (amplitude, background, blur, dx, dy, dose):
    makes the exact likelihood in gain/dose a comb with several-nat ripples
    that no detector shows and no sampler can follow; at 1 e it is 3·10⁻⁹.
 
+Steps 3–4 are drawn by :func:`simulate.poisson.record` (exact Poisson and
+Gaussian samplers compiled with numba, a few times faster than numpy's).
+
 **Priors on θ** (:class:`NuisancePrior`), independent:
 
 - amplitude ~ LogNormal(0, 0.15): detector gain known to about ±15 %;
