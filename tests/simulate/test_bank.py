@@ -75,3 +75,11 @@ def test_generator_and_patch_set(tiny_bank):
     assert not np.array_equal(a["patch"].values, render_patch_set(bank, 200, seed=10)["patch"])
     path = write_netcdf(a, folder / "p.nc")
     assert_identical(read_netcdf(path, kind="PatchSet").drop_attrs(), a.drop_attrs())
+
+
+def test_generator_output_does_not_depend_on_threads(tiny_bank):
+    _, bank, _, _ = tiny_bank
+    one = PatchGenerator(bank, seed=5, threads=1).draw(5000)  # three chunks
+    two = PatchGenerator(bank, seed=5, threads=2).draw(5000)
+    assert one.patches.tobytes() == two.patches.tobytes()
+    assert np.array_equal(one.theta, two.theta) and np.array_equal(one.label, two.label)
