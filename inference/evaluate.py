@@ -183,6 +183,7 @@ def _summary(ds: xr.Dataset, timing: dict, n: int) -> dict:
             m = ok & (logd >= lo) & (logd < hi)
             if m.any():
                 s[f"acc_{name}_dose_{bucket}"] = metrics.accuracy(p[m], label[m])
+                s[f"n_dose_{bucket}"] = int(m.sum())
     p = ds["probability_context_aware"].values
     s["ece_classwise"] = [float(v) for v in metrics.classwise_ece(p, label)]
     if "acc_ideal" in s:

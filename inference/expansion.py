@@ -190,17 +190,19 @@ class Expansion:
 
     def value(self, u: np.ndarray) -> np.ndarray:
         """Expanded log joint at u (P, …, 6) → (P, …) [nats]."""
-        z = self.z(self.transform.theta(u))
-        dz = z - self._lead(self.z0, u.ndim)
-        quad = np.einsum("...i,...ij,...j->...", dz, self._lead(self.m, u.ndim), dz)
-        lin = (self._lead(self.g, u.ndim) * dz).sum(-1)
-        value0 = self.value0.reshape(self.value0.shape + (1,) * (u.ndim - 2))
-        out = value0 + self.pixels * np.log(z[..., 11]) + lin + 0.5 * quad
+        shape = u.shape[:-1]
+        flat = u.reshape(shape[0], -1, DIM)  # (P, K, 6)
+        z = self.z(self.transform.theta(flat))
+        dz = z - self.z0[:, None]
+        quad = (np.matmul(dz, self.m) * dz).sum(-1)
+        lin = (self.g[:, None] * dz).sum(-1)
+        out = self.value0[:, None] + self.pixels * np.log(z[..., 11]) + lin + 0.5 * quad
         if self.t is not None:
-            dc = dz[..., CUBIC]
-            cubic = np.einsum("...ijk,...i,...j,...k->...", self._lead(self.t, u.ndim), dc, dc, dc)
+            dc = dz[..., CUBIC]  # (P, K, 6)
+            t_dc = np.matmul(dc, self.t.reshape(len(self.t), 6, 36)).reshape(*dc.shape, 6)
+            cubic = (np.matmul(t_dc, dc[..., None])[..., 0] * dc).sum(-1)
             out = out + CUBIC_CAP * np.tanh(cubic / 6.0 / CUBIC_CAP)
-        return out + self.transform.log_prior(u)
+        return (out + self.transform.log_prior(flat)).reshape(shape)
 
     def derivatives(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(value (P,), gradient (P, 6), Hessian (P, 6, 6)) at u (P, 6)."""
@@ -210,16 +212,15 @@ class Expansion:
         dz = z - self.z0
         a, n = theta[:, 0], theta[:, 5] * SAMPLING**2
         # the log likelihood as a function of z: value, gradient q, curvature (Hessian) c
-        q = self.g + np.einsum("pij,pj->pi", self.m, dz)
+        m_dz = np.matmul(self.m, dz[..., None])[..., 0]
+        q = self.g + m_dz
         c = self.m.copy()
-        value = (
-            self.value0 + (self.g * dz).sum(-1) + 0.5 * np.einsum("pi,pij,pj->p", dz, self.m, dz)
-        )
+        value = self.value0 + (self.g * dz).sum(-1) + 0.5 * (m_dz * dz).sum(-1)
         if self.t is not None:  # capped cubic C·tanh(k/C), k = T(Δz_c, Δz_c, Δz_c)/6
             dc = dz[:, CUBIC]
-            t_dz = np.einsum("pijk,pk->pij", self.t, dc)
-            g_c = 0.5 * np.einsum("pij,pj->pi", t_dz, dc)
-            tanh = np.tanh(np.einsum("pi,pi->p", g_c, dc) / 3.0 / CUBIC_CAP)
+            t_dz = np.matmul(self.t, dc[:, None, :, None])[..., 0]  # (P, 6, 6)
+            g_c = 0.5 * np.matmul(t_dz, dc[..., None])[..., 0]
+            tanh = np.tanh((g_c * dc).sum(-1) / 3.0 / CUBIC_CAP)
             d1 = 1.0 - tanh**2
             d2 = -2.0 * tanh * d1 / CUBIC_CAP
             value = value + CUBIC_CAP * tanh
@@ -245,7 +246,8 @@ class Expansion:
             if i != j:
                 jac[:, 5 + h, j] += n * d[:, i - 2]
         second = np.zeros((len(u), DIM, DIM))
-        grad_theta = np.einsum("pzi,pz->pi", jac, q)
+        jac_t = jac.transpose(0, 2, 1)
+        grad_theta = np.matmul(jac_t, q[..., None])[..., 0]
         # ∂²z/∂dose∂θ_j = (∂z/∂θ_j)/dose for θ_j ≠ dose; z is linear in the dose
         cross = grad_theta / dose[:, None]
         second[:, 5, :5] = cross[:, :5]
@@ -258,7 +260,7 @@ class Expansion:
             else:
                 second[:, i, j] += w
                 second[:, j, i] += w
-        hess_theta = np.einsum("pzi,pzw,pwj->pij", jac, c, jac) + second
+        hess_theta = jac_t @ c @ jac + second
         # θ(u) is elementwise: chain rule with its first and second derivatives
         g1, g2 = tr.dtheta_du(u)
         grad = grad_theta * g1

@@ -86,7 +86,7 @@ def _student_t(loc, tril, samples, df, rng, radius: float = 6.0):
     quantile = (np.arange(samples) + rng.random(samples)) / samples * top
     maha = DIM * stats.f.ppf(quantile, DIM, df)
     z = direction * np.sqrt(maha)[:, None]  # (S, 6), standardised draws
-    u = loc[:, None] + np.einsum("pij,sj->psi", tril, z)
+    u = loc[:, None] + np.matmul(z, tril.transpose(0, 2, 1))
     log_det = np.log(np.diagonal(tril, axis1=1, axis2=2)).sum(-1)[:, None]
     log_q = (
         math.lgamma((df + DIM) / 2)
@@ -110,7 +110,8 @@ def integrate(
     config = config or EvidenceConfig()
     exp, u = found.expansion, found.mode
     tril = found.scale_tril * config.inflate
-    draws, log_q = _student_t(u, tril, config.samples, config.df, rng)
+    first = max(16, config.samples // 4) if config.adapt else config.samples
+    draws, log_q = _student_t(u, tril, first, config.df, rng)
     value = exp.value(draws)
     log_w = value - log_q
     if config.adapt:
@@ -119,7 +120,7 @@ def integrate(
         w = _normalised(log_w)
         mean = (w[..., None] * draws).sum(1)
         dev = draws - mean[:, None]
-        cov2 = np.einsum("ps,psi,psj->pij", w, dev, dev) + 1e-12 * np.eye(DIM)
+        cov2 = np.matmul((w[..., None] * dev).transpose(0, 2, 1), dev) + 1e-12 * np.eye(DIM)
         ok = np.all(np.linalg.eigvalsh(cov2) > 0, axis=1) & np.isfinite(mean).all(1)
         safe = np.where(
             ok[:, None, None], cov2, found.scale_tril @ np.swapaxes(found.scale_tril, 1, 2)

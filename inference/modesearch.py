@@ -113,7 +113,8 @@ def newton(
         idx = np.nonzero(active)[0]
         ev, vec = np.linalg.eigh(-0.5 * (hess[idx] + np.swapaxes(hess[idx], 1, 2)))
         ev = np.maximum(np.abs(ev), 1e-2)
-        step = np.einsum("pij,pj->pi", vec, np.einsum("pji,pj->pi", vec, grad[idx]) / ev)
+        proj = np.matmul(vec.transpose(0, 2, 1), grad[idx][..., None])[..., 0] / ev
+        step = np.matmul(vec, proj[..., None])[..., 0]
         step /= np.maximum(np.abs(step).max(1, keepdims=True) / 2.0, 1.0)
         base = u[idx]
         accepted = np.zeros(len(idx), dtype=bool)

@@ -187,6 +187,7 @@ class PosteriorEngine:
         start: np.ndarray | None = None,
         truth: np.ndarray | None = None,
         own_case: np.ndarray | None = None,
+        return_pairs: bool = False,
     ) -> SiteEvidence:
         """Evidence of patches `x` (n, P, P) of `site_type` under every candidate of `cases`.
 
@@ -196,8 +197,10 @@ class PosteriorEngine:
         `own_case` (n,) of indices into `cases`, if given, limits every patch to
         the candidates of its own case (context known per patch, many cases in
         one batch); the others stay −∞ — use :func:`own_case_prior` with it.
+        `return_pairs` adds a :class:`PairTable` of the integrated pairs (the NUTS check).
         """
         cset = candidate_set(site_type, cases)
+        kept: list = []
         templates = self.templates(cset)
         x = np.asarray(x, dtype=np.float32)
         n, k = len(x), len(cset.candidates)
@@ -238,27 +241,45 @@ class PosteriorEngine:
             var = np.tile(np.arange(n_var), len(pairs))
             u0 = np.repeat(u_pair, n_var, axis=0)
             flat = xs.reshape(len(xs), -1).astype(np.float64)
-            pair_t = templates[torch.from_numpy(cand), torch.from_numpy(var)]
+            table = templates.reshape(-1, *templates.shape[2:])
+            tix = cand * n_var + var  # each pair's template in `table`
+
+            def pair_t(idx, table=table, tix=tix):
+                return table[torch.from_numpy(tix[idx])]
+
             # 1: profile score at the proposal (one filtering per pair)
-            score = profile_score(flat[site], pair_t, self._theta(u0), self.variance, self.prior)
-            # 2: an anchor per (site, host and imaging group): the best-scoring pair, searched
-            # to its mode, which is then every pair's second candidate start
+            score = profile_score(
+                flat, site, table, tix, self._theta(u0), self.variance, self.prior
+            )
+            # 2: an anchor per (site, host and imaging group) that can matter at all (its best
+            # score within the profile margin of the site's best): that best-scoring pair,
+            # searched to its mode, which is then a second candidate start for its group
             key = site * len(groups) + group_of[cand]
             anchor = _argmax_by(score, key)
+            anchor = anchor[_within(score[anchor], site[anchor], len(xs), self.screen_profile)]
             found = search(
                 flat[site[anchor]],
-                pair_t[torch.from_numpy(anchor)],
+                pair_t(anchor),
                 u0[anchor],
                 self.prior,
                 self.variance,
                 config=self.config,
             )
-            u_anchor = found.mode[np.searchsorted(key[anchor], key)]
-            score_a = profile_score(
-                flat[site], pair_t, self._theta(u_anchor), self.variance, self.prior
+            where = np.searchsorted(key[anchor], key).clip(max=len(anchor) - 1)
+            near = key[anchor][where] == key  # pairs of a group with an anchor
+            u_anchor = found.mode[where[near]]
+            score_a = np.full(len(site), -np.inf)
+            score_a[near] = profile_score(
+                flat,
+                site[near],
+                table,
+                tix[near],
+                self._theta(u_anchor),
+                self.variance,
+                self.prior,
             )
             better = score_a > score
-            u0 = np.where(better[:, None], u_anchor, u0)
+            u0[near] = np.where(better[near][:, None], u_anchor, u0[near])
             score = np.maximum(score, score_a)
             is_anchor = np.zeros(len(site), dtype=bool)
             is_anchor[anchor] = True
@@ -268,7 +289,7 @@ class PosteriorEngine:
             log_ev = np.full(len(site), -np.inf)
             idx = np.nonzero(keep)[0]
             u1, quick = first_round(
-                flat[site[idx]], pair_t[torch.from_numpy(idx)], u0[idx], self.prior, self.variance
+                flat[site[idx]], pair_t(idx), u0[idx], self.prior, self.variance
             )
             log_ev[idx] = quick
             keep2 = _within(quick, site[idx], len(xs), self.screen) | is_anchor[idx]
@@ -276,7 +297,7 @@ class PosteriorEngine:
             # 4: the mode search, Laplace fit; importance sampling where the mass is
             found = search(
                 flat[site[idx]],
-                pair_t[torch.from_numpy(idx)],
+                pair_t(idx),
                 u1[keep2],
                 self.prior,
                 self.variance,
@@ -293,7 +314,22 @@ class PosteriorEngine:
                 result = _merge(result, is_, heavy, truth is not None)
             log_ev[idx] = result.log_evidence
             self._fill(out, lo, pairs, n_var, log_ev, idx, result)
-        return SiteEvidence(cset, **out)
+            if return_pairs:
+                kept.append(
+                    (
+                        site[idx] + lo,
+                        cand[idx],
+                        var[idx],
+                        log_ev[idx],
+                        result.mode,
+                        result.scale_tril,
+                    )
+                )
+        evidence = SiteEvidence(cset, **out)
+        if not return_pairs:
+            return evidence
+        fields = [np.concatenate([k[j] for k in kept]) for j in range(6)] if kept else []
+        return evidence, PairTable(cset, n_var, *fields)
 
     def _theta(self, u: np.ndarray) -> np.ndarray:
         return Transform(self.prior).theta(u)
@@ -350,6 +386,67 @@ class PosteriorEngine:
         out["theta_sd"][rows, cols] = np.sqrt(np.maximum(second - mean**2, 0.0))
         if "pit" in full and "pit" in out:
             out["pit"][rows, cols] = np.nansum(weight[..., None] * full["pit"], 1)
+
+
+@dataclass
+class PairTable:
+    """The (site, candidate, variant) pairs that got a full θ integral, with their fits."""
+
+    cset: CandidateSet
+    variants: int
+    site: np.ndarray
+    candidate: np.ndarray
+    variant: np.ndarray
+    log_evidence: np.ndarray
+    mode: np.ndarray  # (pairs, 6) in u
+    scale_tril: np.ndarray  # (pairs, 6, 6)
+
+    def terms(self, log_prior: np.ndarray, templates: torch.Tensor, *, min_share: float):
+        """Per site, the (class, variant) terms with at least `min_share` of its posterior.
+
+        `log_prior` (site, case, class) as for :meth:`SiteEvidence.class_posterior`.
+        Returns padded tensors: templates (n, J, W, W), log_w = log π_c / V (n, J; −∞ pads),
+        term_class (n, J; index into :data:`prob.classes.CLASSES`, −1 pads), and the
+        Laplace fit (loc, tril) of each site's heaviest term.
+        """
+        from types import SimpleNamespace
+
+        n = int(log_prior.shape[0])
+        index = self.cset.index  # (case, class)
+        labels = class_axis(self.cset.labels)
+        rows = []
+        for i in range(n):
+            mine = np.nonzero(self.site == i)[0]
+            case_class = np.argwhere(np.isfinite(log_prior[i]) & (index >= 0))
+            terms = []
+            for case, j in case_class:
+                cand = index[case, j]
+                for p in mine[self.candidate[mine] == cand]:
+                    lw = log_prior[i, case, j] - np.log(self.variants)
+                    terms.append((lw + self.log_evidence[p], lw, labels[j], p))
+            share = np.array([t[0] for t in terms])
+            share = np.exp(share - np.logaddexp.reduce(share))
+            rows.append([t for t, s in zip(terms, share, strict=True) if s >= min_share])
+        width = max(len(r) for r in rows)
+        shape = templates.shape[-2:]
+        out_t = torch.zeros(n, width, *shape, dtype=templates.dtype)
+        log_w = torch.full((n, width), -torch.inf, dtype=torch.float64)
+        term_class = np.full((n, width), -1)
+        loc, tril = np.zeros((n, 6)), np.zeros((n, 6, 6))
+        for i, r in enumerate(rows):
+            best = max(r, key=lambda t: t[0])[3]
+            loc[i], tril[i] = self.mode[best], self.scale_tril[best]
+            for j, (_, lw, c, p) in enumerate(r):
+                out_t[i, j] = templates[self.candidate[p], self.variant[p]]
+                log_w[i, j] = lw
+                term_class[i, j] = c
+        return SimpleNamespace(
+            templates=out_t,
+            log_w=log_w,
+            term_class=term_class,
+            loc=torch.from_numpy(loc),
+            tril=torch.from_numpy(tril),
+        )
 
 
 def _argmax_by(score: np.ndarray, key: np.ndarray) -> np.ndarray:

@@ -27,44 +27,65 @@ from simulate.templates import SAMPLING
 
 def profile_score(
     x: np.ndarray,
-    templates: torch.Tensor,
+    site: np.ndarray,
+    table: torch.Tensor,
+    template: np.ndarray,
     theta: np.ndarray,
     variance: float,
     prior: NuisancePrior,
     *,
     chunk: int = 4096,
 ) -> np.ndarray:
-    """Score (P,) [nats, up to a per-site constant] of pairs: patches x (P, P_px, P_px) or
-    (P, pixels), templates (P, W, W), θ (P, 6) — blur, offsets and dose used, gain and
-    background profiled out."""
-    n = len(theta)
-    out = np.empty(n)
-    flat = np.asarray(x, dtype=np.float64).reshape(n, -1)
+    """Score (P,) [nats, up to a per-site constant] of pairs (site[p], table[template[p]]) at
+    θ (P, 6); `table` (templates, W, W).
+
+    x (sites, pixels) are the patches; blur and offsets of θ are used, gain and
+    background profiled out. The weights are the data's counting noise at the
+    median gain and dose of the site's proposals: one weighting per site, so
+    that a site's scores compare.
+    """
+    n_sites = len(x)
+    flat = np.asarray(x, dtype=np.float64).reshape(n_sites, -1)
+    gain = np.ones(n_sites)
+    dose = np.full(n_sites, math.sqrt(prior.dose_min * prior.dose_max))
+    order = np.argsort(site, kind="stable")
+    bounds = np.flatnonzero(np.diff(site[order])) + 1
+    for part in np.split(order, bounds):
+        if len(part):
+            gain[site[part[0]]] = np.median(theta[part, 0])
+            dose[site[part[0]]] = np.median(theta[part, 5])
+    n_e = (dose * SAMPLING**2)[:, None]
+    var = gain[:, None] * np.maximum(flat, gain[:, None] / n_e) / n_e
+    w = 1.0 / (var + gain[:, None] ** 2 * variance / n_e**2)  # (sites, pixels)
+    wx = w * flat
+    sums = np.stack([w.sum(1), wx.sum(1), (wx * flat).sum(1)], 1)  # Σw, Σwx, Σwx²
+    out = np.empty(len(theta))
     th = torch.as_tensor(theta, dtype=torch.float32)
-    for lo in range(0, n, chunk):
+    w32, wx32 = torch.from_numpy(w.astype(np.float32)), torch.from_numpy(wx.astype(np.float32))
+    for lo in range(0, len(theta), chunk):
         sl = slice(lo, lo + chunk)
+        s = torch.from_numpy(site[sl])
         with torch.no_grad():
-            mu = patch_mean(templates[sl], th[sl, 2], th[sl, 3], th[sl, 4])
-        out[sl] = _score(flat[sl], mu.flatten(1).double().numpy(), theta[sl], variance, prior)
+            t = table[torch.from_numpy(template[sl])]
+            mu = patch_mean(t, th[sl, 2], th[sl, 3], th[sl, 4]).flatten(1)
+            ws, wxs = w32[s], wx32[s]
+            moments = torch.stack([(ws * mu).sum(1), (wxs * mu).sum(1), (ws * mu * mu).sum(1)], 1)
+        out[sl] = _score(sums[site[sl]], moments.double().numpy(), prior)
     return out
 
 
-def _score(x, mu, theta, variance, prior: NuisancePrior) -> np.ndarray:
-    a0 = theta[:, 0][:, None]
-    n_e = (theta[:, 5] * SAMPLING**2)[:, None]
-    floor = 1.0 / n_e  # one count
-    var = a0 * np.maximum(x, a0 * floor) / n_e + a0**2 * variance / n_e**2
-    w = 1.0 / var
-    sw, sm, smm = w.sum(1), (w * mu).sum(1), (w * mu * mu).sum(1)
-    sx, sxm = (w * x).sum(1), (w * x * mu).sum(1)
+def _score(sums: np.ndarray, moments: np.ndarray, prior: NuisancePrior) -> np.ndarray:
+    """Profile log likelihood from the weighted sums: x ≈ gain·(μ + b), b ∈ [0, b_max]."""
+    sw, sx, sxx = sums.T
+    sm, sxm, smm = moments.T
     det = np.maximum(sw * smm - sm * sm, 1e-300)
     alpha = (sw * sxm - sm * sx) / det
     beta = (sx - alpha * sm) / sw
     b = np.clip(beta / np.where(alpha > 0, alpha, 1.0), 0.0, prior.background_max)
     b = np.where(alpha > 0, b, 0.0)
-    m = mu + b[:, None]
-    gain = np.maximum((w * x * m).sum(1) / np.maximum((w * m * m).sum(1), 1e-300), 1e-3)
-    chi2 = (w * (x - gain[:, None] * m) ** 2).sum(1)
+    s_xm = sxm + b * sx  # Σ w x (μ + b)
+    s_mm = smm + 2 * b * sm + b * b * sw  # Σ w (μ + b)²
+    gain = np.maximum(s_xm / np.maximum(s_mm, 1e-300), 1e-3)
+    chi2 = sxx - 2 * gain * s_xm + gain**2 * s_mm
     sd = prior.amplitude_log_sd
-    log_gain = -0.5 * (np.log(gain) / sd) ** 2 - math.log(sd)
-    return -0.5 * chi2 + log_gain
+    return -0.5 * chi2 - 0.5 * (np.log(gain) / sd) ** 2 - math.log(sd)
