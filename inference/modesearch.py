@@ -117,22 +117,26 @@ def newton(
         step = np.matmul(vec, proj[..., None])[..., 0]
         step /= np.maximum(np.abs(step).max(1, keepdims=True) / 2.0, 1.0)
         base = u[idx]
+        sub = exp if len(idx) == len(u) else _subset(exp, idx)
         accepted = np.zeros(len(idx), dtype=bool)
         trial = base.copy()
+        b = None if box is None else (box[idx] if box.ndim == 2 else box)
         for _ in range(8):
-            cand = base + step
-            if box is not None:
-                b = box[idx] if box.ndim == 2 else box
-                cand = centre[idx] + np.clip(cand - centre[idx], -b, b)
-            v_new = _value(exp, cand, idx)
-            ok = (v_new >= value[idx] - 1e-9) & ~accepted
-            trial[ok] = cand[ok]
-            accepted |= ok
+            todo = np.nonzero(~accepted)[0]
+            cand = base[todo] + step[todo]
+            if b is not None:
+                bb = b[todo] if b.ndim == 2 else b
+                cand = centre[idx][todo] + np.clip(cand - centre[idx][todo], -bb, bb)
+            part = sub if len(todo) == len(idx) else _subset(sub, todo)
+            v_new = part.value(cand[:, None])[:, 0]
+            ok = v_new >= value[idx][todo] - 1e-9
+            trial[todo[ok]] = cand[ok]
+            accepted[todo[ok]] = True
             if accepted.all():
                 break
-            step = np.where(accepted[:, None], step, step / 4)
+            step[todo[~ok]] /= 4
         u[idx] = trial
-        v, g, h = _derivatives(exp, u[idx], idx)
+        v, g, h = sub.derivatives(u[idx])
         moved = np.abs(trial - base).max(1)
         value[idx], grad[idx], hess[idx] = v, g, h
         sd = 1.0 / np.sqrt(np.maximum(np.abs(np.diagonal(h, axis1=1, axis2=2)), 1e-12))
@@ -176,14 +180,6 @@ def _subset(exp: Expansion, idx: np.ndarray) -> Expansion:
         exp.pixels,
         None if exp.t is None else exp.t[idx],
     )
-
-
-def _value(exp: Expansion, u: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    return _subset(exp, idx).value(u[:, None])[:, 0]
-
-
-def _derivatives(exp: Expansion, u: np.ndarray, idx: np.ndarray):
-    return _subset(exp, idx).derivatives(u)
 
 
 def first_round(

@@ -125,14 +125,28 @@ def test_expansion_is_exact_at_its_point_and_close_nearby(pairs):
         np.testing.assert_allclose(hess[:, :, j], h, rtol=1e-4, atol=1e-2)
 
 
-def _brute(patch, template, res, i, rng, n=16000):
-    """log evidence: Student-t (ν = 4) draws 1.5 times as wide as the Laplace fit, exact pixels."""
-    tril = 1.5 * res.scale_tril[i]
-    z = rng.standard_t(4, (n, 6))
-    v = res.mode[i] + z @ tril.T
-    log_q = np.log(_t_pdf(z, 4)).sum(1) - np.log(np.diag(tril)).sum()
+def _t_draws(loc, tril, df, n, rng):
+    z = rng.standard_t(df, (n, 6))
+    log_q = np.log(_t_pdf(z, df)).sum(1) - np.log(np.diag(tril)).sum()
+    return loc + z @ tril.T, log_q
+
+
+def _brute(patch, template, res, i, rng, n=8000):
+    """log evidence by importance sampling of the exact log joint, independent of the expansion.
+
+    A pilot of Student-t (ν = 4) draws 1.5 times as wide as the Laplace fit gives the weighted
+    mean and covariance; the estimate comes from a second batch of ν = 5 draws 1.2 times as wide
+    as that (the pilot adapts to a skewed posterior the Laplace fit misses)."""
     patches = np.repeat(patch[None], n, 0)
-    lw = _exact_log_joint(patches, template[None].expand(n, -1, -1), v) - log_q
+    temps = template[None].expand(n, -1, -1)
+    v, log_q = _t_draws(res.mode[i], 1.5 * res.scale_tril[i], 4, n, rng)
+    lw = _exact_log_joint(patches, temps, v) - log_q
+    w = np.exp(lw - lw.max())
+    w /= w.sum()
+    mean = w @ v
+    cov = (v - mean).T @ ((v - mean) * w[:, None])
+    v, log_q = _t_draws(mean, 1.2 * np.linalg.cholesky(cov), 5, n, rng)
+    lw = _exact_log_joint(patches, temps, v) - log_q
     return np.logaddexp.reduce(lw) - math.log(n)
 
 
@@ -149,7 +163,7 @@ def test_pair_evidence_matches_brute_force_importance_sampling(tiny_bank):
     u = to_unconstrained(np.concatenate([draw.theta, draw.theta]), PRIOR).numpy()
     x = patches.reshape(len(u), -1).astype(np.float64)
     start = u + np.array([0.05, 0.5, 0.3, 0.02, -0.02, 0.3])  # a start off the truth
-    config = EvidenceConfig(samples=1024)
+    config = EvidenceConfig(samples=4096)
     res = pair_evidence(x, t, start, PRIOR, 1.0, config=config, rng=np.random.default_rng(1))
     assert np.median(res.pareto_k) < 0.5
     gen = np.random.default_rng(2)

@@ -197,7 +197,7 @@ def test_mc_error_from_log_evidence_se():
     base = toy_evidence(200, seed=5, classes="uniform", se=0.0)
     zero = _run(base, n_bootstrap=10, n_mc_draws=3)
     assert zero.attrs["efficiency_mc_source"] == "log_evidence_se, 3 draws"
-    assert zero.attrs["efficiency_mc_error"] == 0
+    assert zero.attrs["efficiency_mc_error"] < 1e-12  # zero up to rounding
     noisy = base.assign(log_evidence_se=base["log_evidence_se"] + 0.5)
     study = _run(noisy, n_bootstrap=10, n_mc_draws=3)
     assert study.attrs["efficiency_mc_error"] > 1e-4
