@@ -40,7 +40,7 @@ AMBIGUOUS = {"Mo": ("Nb",), "W": ("Ta", "Re")}
 
 
 def evaluation(args, bank, engine, tau, guide) -> None:
-    from inference.evaluate import DOSE_BUCKETS, evaluate
+    from inference.evaluate import evaluate
     from inference.ideal import ideal_engine
     from prob.io import write_netcdf
 
@@ -53,9 +53,17 @@ def evaluation(args, bank, engine, tau, guide) -> None:
         write_netcdf(ds, folder / "evaluation.nc")
         if study is not None:
             write_netcdf(study, folder / "study_evidence.nc")
+    report(ds)
+    print(f"evaluation_seconds: {time.perf_counter() - t0:.0f}")
+
+
+def report(ds) -> None:
+    """The evaluation's key lines, from a fresh run or a saved evaluation.nc."""
+    from inference.evaluate import DOSE_BUCKETS
+
     a = ds.attrs
-    print(f"patches: {args.n}")
-    print(f"temperature: {tau:.3f}")
+    print(f"patches: {ds.sizes['sample'] if 'sample' in ds.sizes else len(ds['true_class'])}")
+    print(f"temperature: {a['temperature']:.3f}")
     for key in ("acc_context_aware", "acc_context_free"):
         print(f"{key}: {a[key]:.4f}")
     print(f"acc_ideal_observer: {a['acc_ideal']:.4f}")
@@ -78,8 +86,21 @@ def evaluation(args, bank, engine, tau, guide) -> None:
         print(f"{key}: {a[key]:.4f}")
     print(f"frac_khat_gt_0_7: {a['frac_khat_gt_0_7']:.4f}")
     per_class_entropy(ds)
+    per_group_entropy(ds)
     ambiguous_cases(ds)
-    print(f"evaluation_seconds: {time.perf_counter() - t0:.0f}")
+
+
+def per_group_entropy(ds) -> None:
+    """Entropy reduction by host, beam energy and detector (case name fields)."""
+    names = ds["case_name"].values
+    free = ds["entropy_context_free"].values
+    aware = ds["entropy_context_aware"].values
+    for field, part in (("host", 0), ("kv", 2), ("detector", 3)):
+        key = np.array([n.split("-")[part] for n in names])
+        for value in sorted(set(key)):
+            m = key == value
+            red = 1 - aware[m].mean() / free[m].mean()
+            print(f"entropy_reduction_{field}_{value}: {red:.3f} (n {m.sum()})")
 
 
 def per_class_entropy(ds) -> None:
@@ -215,8 +236,12 @@ def main() -> None:
     parser.add_argument("--nuts-warmup", type=int, default=300)
     parser.add_argument("--nuts-chains", type=int, default=4)
     parser.add_argument("--out", help="also write the Evaluation and study evidence here (folder)")
+    parser.add_argument("--report", help="print the evaluation lines of a saved evaluation.nc")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning)
+    if args.report:
+        report(read_netcdf(args.report))
+        return
     torch.set_num_threads(2)
     start = time.perf_counter()
     bank = read_netcdf(default_bank_path(), kind="TemplateBank")

@@ -27,9 +27,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import xarray as xr
+from tqdm.auto import tqdm
 
 from inference.images import Image
-from inference.posterior import PosteriorEngine, _logsumexp
+from inference.posterior import PosteriorEngine, SiteEvidence, _logsumexp
 from inference.sites import Sites, cut_patches, find_sites
 from prob.classes import CLASSES, classes_of
 from prob.context import Context
@@ -92,8 +93,14 @@ def classify_image(
     overrides: dict | None = None,
     seed: int = 0,
     log: Callable[[str], None] | None = None,
+    progress: bool = False,
+    chunk: int = 4096,
 ) -> tuple[xr.Dataset, dict]:
-    """(SitePosterior, summary) of every lattice site of `image`."""
+    """(SitePosterior, summary) of every lattice site of `image`.
+
+    Sites are evaluated `chunk` at a time (a progress bar when `progress`), so the
+    memory held is the image, its patches and the per-site results, whatever its size.
+    """
     say = log or (lambda _: None)
     if context.host is None:
         raise ValueError("host=None: classify needs the host (e.g. --host MoS2)")
@@ -110,14 +117,17 @@ def classify_image(
     say(f"{len(sites)} sites ({int((sites.site_type == 'metal').sum())} metal), {len(cases)} cases")
     flagged = sites.edge | sites.contaminated | sites.off_lattice
     evidence = {}
-    for site_type in ("metal", "chalcogen"):
-        rows = np.nonzero(sites.site_type == site_type)[0]
-        if len(rows):
-            evidence[site_type] = (
-                rows,
-                engine.evidence(patches[rows], site_type, cases, seed=seed),
-            )
-            say(f"{site_type}: {len(rows)} sites evaluated")
+    with tqdm(total=len(sites), unit="site", disable=not progress, leave=False) as bar:
+        for site_type in ("metal", "chalcogen"):
+            rows = np.nonzero(sites.site_type == site_type)[0]
+            if len(rows):
+                parts = []
+                for lo in range(0, len(rows), chunk):  # bounded memory at any image size
+                    part = rows[lo : lo + chunk]
+                    parts.append(engine.evidence(patches[part], site_type, cases, seed=seed))
+                    bar.update(len(part))
+                evidence[site_type] = (rows, _concatenate(parts))
+                say(f"{site_type}: {len(rows)} sites evaluated")
     n = len(sites)
     probability = np.zeros((len(PRIORS), n, len(CLASSES)))
     case_post = {}
@@ -173,6 +183,15 @@ def classify_image(
         ds[name] = ("site", flags[name].values)
     ds["khat_flag"] = ("site", pareto > K_HAT_LIMIT)
     return ds, summarise(ds, seed=seed)
+
+
+def _concatenate(parts: list[SiteEvidence]) -> SiteEvidence:
+    if len(parts) == 1:
+        return parts[0]
+    fields = {}
+    for name in ("log_evidence", "log_evidence_se", "pareto_k", "ess", "theta_mean", "theta_sd"):
+        fields[name] = np.concatenate([getattr(p, name) for p in parts])
+    return SiteEvidence(cset=parts[0].cset, pit=None, **fields)
 
 
 def summarise(ds: xr.Dataset, *, seed: int = 0, draws: int = 2000) -> dict:

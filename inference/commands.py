@@ -194,7 +194,13 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     engine, tau, _ = load_engine(args.model, args.posterior)
     log = _logger(args.quiet)
     ds, summary = classify_image(
-        image, context, engine, temperature=tau, seed=validate_seed("seed", args.seed), log=log
+        image,
+        context,
+        engine,
+        temperature=tau,
+        seed=validate_seed("seed", args.seed),
+        log=log,
+        progress=not args.quiet,
     )
     ds.attrs["summary"] = summary
     write_netcdf(ds, out)

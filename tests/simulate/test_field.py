@@ -54,3 +54,29 @@ def test_same_seed_same_field_and_noise():
 def test_missing_profiles_are_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no abTEM profile"):
         simulate_field(CONTEXT, RATES, shape=(40, 40), runs=tmp_path)
+
+
+def test_abtem_field_is_one_simulation_of_the_drawn_cell():
+    """A whole (3 × 2)-rectangle cell scanned by abTEM: truth on the columns, contrast in order,
+    the periodic image agreeing with the column-profile field where both have the same columns."""
+    from simulate.engine import EngineConfig
+    from simulate.field import simulate_field_abtem
+
+    config = EngineConfig(frozen_phonons=4, method="prism", prism_interpolation=2)
+    field = simulate_field_abtem(CONTEXT, RATES, repeats=(3, 2), seed=3, config=config)
+    ny, nx = field.image.shape
+    assert (nx, ny) == (int(3 * 3.28 / SAMPLING), int(2 * 3.28 * np.sqrt(3) / SAMPLING))
+    assert len(field.label) == 24 and (field.site_type == "metal").sum() == 12
+    assert 0 < field.image.min() and field.image.max() < 0.2  # a fraction of the beam
+    value = field.image[np.round(field.y).astype(int) % ny, np.round(field.x).astype(int) % nx]
+    metal = field.site_type == "metal"
+    host = metal & (field.label == "M")
+    pair = ~metal & (field.label == "X2")
+    assert host.any() and pair.any()
+    assert value[host].min() > value[pair].max()  # W outshines Se2 at HAADF
+    for label, brighter in (("VM", pair), ("VX", pair)):
+        dim = field.label == label
+        if dim.any():
+            assert value[dim].max() < value[brighter].min(), label
+    again = simulate_field_abtem(CONTEXT, RATES, repeats=(3, 2), seed=3, config=config)
+    assert np.array_equal(again.image, field.image)
