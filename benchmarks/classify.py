@@ -256,7 +256,7 @@ def main() -> None:
     parser.add_argument("--fields", type=int, default=12)
     parser.add_argument("--repeats", type=int, nargs=2, default=(5, 5))
     parser.add_argument("--phonons", type=int, default=8)
-    parser.add_argument("--dose", type=float, default=1e5, help="[e/Å²]")
+    parser.add_argument("--dose", type=float, default=1e4, help="[e/Å²]")
     parser.add_argument("--patches", type=int, default=4000)
     parser.add_argument("--big", type=int, default=4096, help="side of the big image [px]; 0 skips")
     parser.add_argument("--seed", type=int, default=0)

@@ -95,11 +95,14 @@ def classify_image(
     log: Callable[[str], None] | None = None,
     progress: bool = False,
     chunk: int = 4096,
+    neighbours: bool = True,
 ) -> tuple[xr.Dataset, dict]:
     """(SitePosterior, summary) of every lattice site of `image`.
 
     Sites are evaluated `chunk` at a time (a progress bar when `progress`), so the
     memory held is the image, its patches and the per-site results, whatever its size.
+    With `neighbours`, sites next to probable defects are evaluated a second time with
+    those neighbours in their templates (:class:`NeighbourField`).
     """
     say = log or (lambda _: None)
     if context.host is None:
@@ -112,6 +115,7 @@ def classify_image(
     sites = find_sites(
         image, lattice_constant=lattice_constant, metal_brighter=metal_brighter(engine, cases)
     )
+    fitted = np.stack([sites.x, sites.y], 1)  # lattice positions before rounding
     sites = _aligned(sites)
     patches = cut_patches(image, sites, sampling=SAMPLING)
     say(f"{len(sites)} sites ({int((sites.site_type == 'metal').sum())} metal), {len(cases)} cases")
@@ -129,26 +133,25 @@ def classify_image(
                 evidence[site_type] = (rows, _concatenate(parts))
                 say(f"{site_type}: {len(rows)} sites evaluated")
     n = len(sites)
-    probability = np.zeros((len(PRIORS), n, len(CLASSES)))
-    case_post = {}
-    for k, name in enumerate(PRIORS):
-        log_m = np.zeros(len(cases))
-        per_type = {}
-        for site_type, (rows, ev) in evidence.items():
-            lp = ev.cset.log_prior(
-                _PRIOR_KIND[name], overrides if name == "context_aware" else None
-            )
-            lj = ev.log_joint_case_class(lp, temperature)  # (site, case, class)
-            per_case = _logsumexp(lj, axis=2)  # log p(x_i | m)
-            log_m += np.where(flagged[rows][:, None], 0.0, per_case).sum(0)
-            per_type[site_type] = (rows, ev, lj, per_case)
-        post_m = np.exp(log_m - _logsumexp(log_m, axis=0))
-        case_post[name] = post_m
-        for rows, ev, lj, per_case in per_type.values():
-            cond = np.exp(lj - per_case[..., None])  # p(c | x_i, m)
-            mixed = np.nan_to_num(np.einsum("m,smc->sc", post_m, np.nan_to_num(cond)))
-            cols = [CLASSES.index(c) for c in ev.cset.labels]
-            probability[k][np.ix_(rows, cols)] = mixed / mixed.sum(1, keepdims=True)
+    probability, case_post = _posteriors(evidence, cases, flagged, overrides, temperature, n)
+    if neighbours and hasattr(engine, "model"):
+        best = int(np.argmax(case_post["context_aware"]))
+        field = NeighbourField(
+            engine.model, sites, probability[1], cases[best].context, fitted=fitted
+        )
+        with tqdm(total=len(sites), unit="site", disable=not progress, leave=False) as bar:
+            for site_type, (rows, ev) in evidence.items():
+                again = rows[field.affected[rows]]
+                bar.update(len(rows) - len(again))
+                for lo in range(0, len(again), chunk):
+                    part = again[lo : lo + chunk]
+                    new = engine.evidence(
+                        patches[part], site_type, cases, seed=seed, offset=field.offsets(part)
+                    )
+                    _replace(ev, np.searchsorted(rows, part), new)
+                    bar.update(len(part))
+                say(f"{site_type}: {len(again)} sites next to probable defects evaluated again")
+        probability, case_post = _posteriors(evidence, cases, flagged, overrides, temperature, n)
     theta_mean = np.full((n, 6), np.nan)
     theta_sd = np.full((n, 6), np.nan)
     pareto = np.full(n, np.nan)
@@ -183,6 +186,144 @@ def classify_image(
         ds[name] = ("site", flags[name].values)
     ds["khat_flag"] = ("site", pareto > K_HAT_LIMIT)
     return ds, summarise(ds, seed=seed)
+
+
+def _posteriors(evidence, cases, flagged, overrides, temperature, n):
+    """Class posteriors (prior, site, class) and the image's case posterior per class prior.
+
+    The context is one for the whole image: p(m | all unflagged sites), then each
+    site's p(c | x_i) mixes its p(c | x_i, m) over it.
+    """
+    probability = np.zeros((len(PRIORS), n, len(CLASSES)))
+    case_post = {}
+    for k, name in enumerate(PRIORS):
+        log_m = np.zeros(len(cases))
+        per_type = {}
+        for site_type, (rows, ev) in evidence.items():
+            lp = ev.cset.log_prior(
+                _PRIOR_KIND[name], overrides if name == "context_aware" else None
+            )
+            lj = ev.log_joint_case_class(lp, temperature)  # (site, case, class)
+            per_case = _logsumexp(lj, axis=2)  # log p(x_i | m)
+            log_m += np.where(flagged[rows][:, None], 0.0, per_case).sum(0)
+            per_type[site_type] = (rows, ev, lj, per_case)
+        post_m = np.exp(log_m - _logsumexp(log_m, axis=0))
+        case_post[name] = post_m
+        for rows, ev, lj, per_case in per_type.values():
+            cond = np.exp(lj - per_case[..., None])  # p(c | x_i, m)
+            mixed = np.nan_to_num(np.einsum("m,smc->sc", post_m, np.nan_to_num(cond)))
+            cols = [CLASSES.index(c) for c in ev.cset.labels]
+            probability[k][np.ix_(rows, cols)] = mixed / mixed.sum(1, keepdims=True)
+    return probability, case_post
+
+
+def _replace(ev: SiteEvidence, at: np.ndarray, new: SiteEvidence) -> None:
+    for name in ("log_evidence", "log_evidence_se", "pareto_k", "ess", "theta_mean", "theta_sd"):
+        getattr(ev, name)[at] = getattr(new, name)
+
+
+class NeighbourField:
+    """What each site's probable defective neighbours change in its templates.
+
+    A template holds pristine neighbours (one defective one in a variant). Here each
+    neighbour within reach adds its expected column profile under its own posterior
+    (mean field, one step), minus the pristine column's: Σ_c p_j(c) (P_c − P_host),
+    placed where the template has that column, at each variant's defocus.
+    `probability` (n, 7) is the first pass's (context-aware), `context` the image's
+    MAP case; `fitted` (n, 2) [px] the lattice positions if `sites` holds them rounded.
+    Only neighbours with p(defect) of about 5 % or more count.
+    """
+
+    def __init__(
+        self, model, sites: Sites, probability: np.ndarray, context: Context, *, fitted=None
+    ) -> None:
+        from scipy.spatial import cKDTree
+
+        from likelihood.model import kind_features
+        from prob.classes import column_atoms
+        from simulate.columns import RADIUS_MAX
+        from simulate.templates import VARIANTS, kind_of, site_geometry
+
+        self.sites = sites
+        host = host_of(context.host_metal, context.host_chalcogen)
+        self.host = host
+        n = len(sites)
+        n_var = len(VARIANTS)
+        change = None
+        for site_type, pristine in (("metal", "M"), ("chalcogen", "X2")):
+            kinds = {}
+            for c in classes_of(site_type):
+                try:
+                    kinds[c] = kind_of(column_atoms(c, context).elements, host)
+                except ValueError:  # a class this context does not allow (XS, no substituent)
+                    continue
+            cols = [CLASSES.index(c) for c in classes_of(site_type)]
+            m = sites.site_type == site_type
+            for v, variant in enumerate(VARIANTS):
+                rows = [
+                    kind_features(k, context, variant.defocus)
+                    for k in kinds.values()
+                    if k is not None
+                ]
+                with torch.no_grad():
+                    prof = model.profiles(np.array(rows)).double().cpu().numpy()
+                if change is None:
+                    change = np.zeros((n, n_var, prof.shape[1]))
+                table = np.zeros((len(CLASSES), prof.shape[1]))
+                got = iter(prof)
+                for c, k in kinds.items():
+                    if k is not None:
+                        table[CLASSES.index(c)] = next(got)
+                table[cols] -= table[CLASSES.index(pristine)].copy()  # a vacancy: minus it
+                change[m, v] = probability[m][:, cols] @ table[cols]
+        self.change = change
+        scale = np.abs(change).max()
+        strong = np.abs(change).max(axis=(1, 2)) > 0.05 * scale if scale > 0 else np.zeros(n, bool)
+        p = sites.lattice.pixel_size
+        self.t = np.radians(sites.lattice.template_angle)
+        self.xy = (np.stack([sites.x, sites.y], 1) if fitted is None else np.asarray(fitted)) * p
+        self.strong_idx = np.nonzero(strong)[0]
+        self.tree = cKDTree(self.xy[self.strong_idx]) if strong.any() else None
+        self.reach = (WINDOW // 2) * SAMPLING * np.sqrt(2) + RADIUS_MAX
+        self.ideal = {}  # (site type, variant) → neighbour type → the template's columns [Å]
+        for site_type in ("metal", "chalcogen"):
+            for v, variant in enumerate(VARIANTS):
+                g = site_geometry(host, site_type, variant)
+                self.ideal[site_type, v] = {
+                    "metal": np.array(g.metal),
+                    "chalcogen": np.array(g.chalcogen),
+                }
+        self._matrices: dict = {}
+        self.affected = np.zeros(n, dtype=bool)
+        if self.tree is not None:
+            for i, near in enumerate(self.tree.query_ball_point(self.xy, self.reach)):
+                self.affected[i] = any(j != i for j in self.strong_idx[near])
+
+    def offsets(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), variant, W, W) [fraction of the beam]."""
+        from likelihood.geometry import placement_matrix
+
+        out = np.zeros((len(rows), self.change.shape[1], WINDOW * WINDOW), dtype=np.float32)
+        if self.tree is None:
+            return out.reshape(len(rows), -1, WINDOW, WINDOW)
+        t, types = self.t, self.sites.site_type
+        for r, i in enumerate(rows):
+            for j in self.strong_idx[self.tree.query_ball_point(self.xy[i], self.reach)]:
+                if j == i:
+                    continue
+                dx, dy = self.xy[j] - self.xy[i]
+                uv = np.array([np.cos(t) * dx + np.sin(t) * dy, -np.sin(t) * dx + np.cos(t) * dy])
+                for v in range(out.shape[1]):
+                    options = self.ideal[types[i], v][types[j]]  # the template's own columns
+                    k = int(np.argmin(np.hypot(*(options - uv).T)))
+                    if np.hypot(*(options[k] - uv)) > 0.25 * self.host.a:
+                        continue  # the fit jitters by ~0.1 Å: not a column of this template
+                    key = (types[i], v, types[j], k)
+                    if key not in self._matrices:
+                        matrix = placement_matrix([tuple(options[k])]).astype(np.float32)
+                        self._matrices[key] = matrix
+                    out[r, v] += self._matrices[key] @ self.change[j, v].astype(np.float32)
+        return out.reshape(len(rows), -1, WINDOW, WINDOW)
 
 
 def _concatenate(parts: list[SiteEvidence]) -> SiteEvidence:

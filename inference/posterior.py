@@ -188,6 +188,7 @@ class PosteriorEngine:
         truth: np.ndarray | None = None,
         own_case: np.ndarray | None = None,
         return_pairs: bool = False,
+        offset: np.ndarray | None = None,
     ) -> SiteEvidence:
         """Evidence of patches `x` (n, P, P) of `site_type` under every candidate of `cases`.
 
@@ -198,6 +199,9 @@ class PosteriorEngine:
         the candidates of its own case (context known per patch, many cases in
         one batch); the others stay −∞ — use :func:`own_case_prior` with it.
         `return_pairs` adds a :class:`PairTable` of the integrated pairs (the NUTS check).
+        `offset` (n, variant, W, W), if given, is added to every candidate's template of
+        that variant at each site: what its surroundings add beyond the candidates' own
+        lattice (e.g. defective neighbours).
         """
         cset = candidate_set(site_type, cases)
         kept: list = []
@@ -243,6 +247,13 @@ class PosteriorEngine:
             flat = xs.reshape(len(xs), -1).astype(np.float64)
             table = templates.reshape(-1, *templates.shape[2:])
             tix = cand * n_var + var  # each pair's template in `table`
+            if offset is not None:  # one template per pair: its candidate's plus its site's
+                extra = torch.as_tensor(np.asarray(offset[lo : lo + chunk]), dtype=table.dtype)
+                table = (
+                    table[torch.from_numpy(tix)]
+                    + extra[torch.from_numpy(site), torch.from_numpy(var)]
+                ).clamp(min=0.0)  # an intensity, whatever the offset's rounding
+                tix = np.arange(len(site))
 
             def pair_t(idx, table=table, tix=tix):
                 return table[torch.from_numpy(tix[idx])]
