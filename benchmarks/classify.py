@@ -261,6 +261,7 @@ def main() -> None:
     parser.add_argument("--big", type=int, default=4096, help="side of the big image [px]; 0 skips")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", default=str(Path(__file__).parent / "data" / "abtem_fields"))
+    parser.add_argument("--only-big", action="store_true", help="only the 4096² run")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
 
@@ -269,6 +270,9 @@ def main() -> None:
             print(f"# {msg}", file=sys.stderr, flush=True)
 
     fields = cached_fields(args, log)
+    if args.only_big:
+        report_big(args, fields)
+        return
     engine, tau, _ = load_engine()
     bank = read_netcdf(default_bank_path(), "TemplateBank")
     r = classify_fields(args, fields, engine, tau, log)
@@ -297,12 +301,16 @@ def main() -> None:
     mp = sum(((f.image.shape[0] + 2 * PAD) * (f.image.shape[1] + 2 * PAD)) for f in fields) / 1e6
     print(f"classify_s_per_megapixel_fields: {r['seconds'] / mp:.1f}")
     if args.big:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = big_image(args, fields[0], Path(tmp))
-            seconds, rss, sites = run_big(args, path)
-        print(f"big_image: {args.big} x {args.big} px at 0.1 A/px, {sites} sites, {seconds:.0f} s")
-        print(f"classify_s_per_megapixel: {seconds / (args.big**2 / 1e6):.1f}")
-        print(f"peak_rss_mb_{args.big}: {rss:.0f}")
+        report_big(args, fields)
+
+
+def report_big(args, fields) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = big_image(args, fields[0], Path(tmp))
+        seconds, rss, sites = run_big(args, path)
+    print(f"big_image: {args.big} x {args.big} px at 0.1 A/px, {sites} sites, {seconds:.0f} s")
+    print(f"classify_s_per_megapixel: {seconds / (args.big**2 / 1e6):.1f}")
+    print(f"peak_rss_mb_{args.big}: {rss:.0f}")
 
 
 if __name__ == "__main__":
