@@ -93,8 +93,12 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     ev.set_defaults(run=_cmd_evaluate)
 
 
-def load_engine(model_path=None, posterior_path=None, bank=None, samples: int = 32):
-    """(engine, temperature, guide) from the shipped or given files."""
+def load_engine(model_path=None, posterior_path=None, bank=None, samples: int = 256):
+    """(engine, temperature, guide) from the shipped or given files.
+
+    `samples` importance draws per pair: 256, as evaluated (benchmarks/inference.py);
+    with a few dozen the refit's first batch is too small and k̂ flags half the sites.
+    """
     from inference.artifact import load_posterior
     from inference.posterior import PosteriorEngine
     from likelihood.artifact import load_model
