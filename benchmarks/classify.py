@@ -106,21 +106,12 @@ def cached_fields(args, log):
 
 def classify_fields(args, fields, engine, tau, log):
     from inference.classify import classify_image
-    from inference.demo import CONTEXT, OVERRIDES
+    from inference.demo import CONTEXT, OVERRIDES, USER
     from inference.images import read_image
     from prob.classes import CLASSES
-    from prob.context import Context
     from simulate.field import render_field
     from simulate.templates import SAMPLING
 
-    user = Context.from_host(
-        "WSe2",
-        dopant="V",
-        substituent="none",
-        convergence=30.0,
-        detector_inner=CONTEXT.detector_inner,
-        detector_outer=CONTEXT.detector_outer,
-    )
     found = total = false = inside_sites = 0
     truth, prob, flagged = [], [], 0
     seconds = 0.0
@@ -135,7 +126,7 @@ def classify_fields(args, fields, engine, tau, log):
             np.savez(path, image=padded, pixel_size=SAMPLING, kv=CONTEXT.kv)
             t0 = time.perf_counter()
             ds, _ = classify_image(
-                read_image(path), user, engine, temperature=tau, overrides=OVERRIDES, seed=k
+                read_image(path), USER, engine, temperature=tau, overrides=OVERRIDES, seed=k
             )
             seconds += time.perf_counter() - t0
             sx, sy = ds["x"].values - PAD, ds["y"].values - PAD

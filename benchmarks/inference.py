@@ -62,7 +62,7 @@ def report(ds) -> None:
     from inference.evaluate import DOSE_BUCKETS
 
     a = ds.attrs
-    print(f"patches: {ds.sizes['sample'] if 'sample' in ds.sizes else len(ds['true_class'])}")
+    print(f"patches: {len(ds['true_class'])}")
     print(f"temperature: {a['temperature']:.3f}")
     for key in ("acc_context_aware", "acc_context_free"):
         print(f"{key}: {a[key]:.4f}")
@@ -93,25 +93,24 @@ def report(ds) -> None:
 def per_group_entropy(ds) -> None:
     """Entropy reduction by host, beam energy and detector (case name fields)."""
     names = ds["case_name"].values
-    free = ds["entropy_context_free"].values
-    aware = ds["entropy_context_aware"].values
     for field, part in (("host", 0), ("kv", 2), ("detector", 3)):
         key = np.array([n.split("-")[part] for n in names])
         for value in sorted(set(key)):
-            m = key == value
-            red = 1 - aware[m].mean() / free[m].mean()
-            print(f"entropy_reduction_{field}_{value}: {red:.3f} (n {m.sum()})")
+            _reduction(ds, key == value, f"{field}_{value}")
 
 
 def per_class_entropy(ds) -> None:
     for label in ds["class"].values:
         m = ds["true_class"].values == label
-        if m.sum() < 20:
-            continue
-        free = ds["entropy_context_free"].values[m].mean()
-        aware = ds["entropy_context_aware"].values[m].mean()
-        red = 1 - aware / free if free > 0 else float("nan")
-        print(f"entropy_reduction_{label}: {red:.3f} ({free:.4f} -> {aware:.4f} nats, n {m.sum()})")
+        if m.sum() >= 20:
+            _reduction(ds, m, str(label))
+
+
+def _reduction(ds, m: np.ndarray, name: str) -> None:
+    free = ds["entropy_context_free"].values[m].mean()
+    aware = ds["entropy_context_aware"].values[m].mean()
+    red = 1 - aware / free if free > 0 else float("nan")
+    print(f"entropy_reduction_{name}: {red:.3f} ({free:.4f} -> {aware:.4f} nats, n {m.sum()})")
 
 
 def ambiguous_cases(ds) -> None:

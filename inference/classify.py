@@ -120,36 +120,38 @@ def classify_image(
     patches = cut_patches(image, sites, sampling=SAMPLING)
     say(f"{len(sites)} sites ({int((sites.site_type == 'metal').sum())} metal), {len(cases)} cases")
     flagged = sites.edge | sites.contaminated | sites.off_lattice
+
+    def evaluate(rows, site_type, bar, offsets=None) -> SiteEvidence:
+        """The evidence of `rows`, `chunk` sites at a time (bounded memory at any size)."""
+        parts = []
+        for lo in range(0, len(rows), chunk):
+            part = rows[lo : lo + chunk]
+            offset = None if offsets is None else offsets(part)
+            parts.append(engine.evidence(patches[part], site_type, cases, seed=seed, offset=offset))
+            bar.update(len(part))
+        return _concatenate(parts)
+
     evidence = {}
     with tqdm(total=len(sites), unit="site", disable=not progress, leave=False) as bar:
         for site_type in ("metal", "chalcogen"):
             rows = np.nonzero(sites.site_type == site_type)[0]
             if len(rows):
-                parts = []
-                for lo in range(0, len(rows), chunk):  # bounded memory at any image size
-                    part = rows[lo : lo + chunk]
-                    parts.append(engine.evidence(patches[part], site_type, cases, seed=seed))
-                    bar.update(len(part))
-                evidence[site_type] = (rows, _concatenate(parts))
+                evidence[site_type] = (rows, evaluate(rows, site_type, bar))
                 say(f"{site_type}: {len(rows)} sites evaluated")
     n = len(sites)
     probability, case_post = _posteriors(evidence, cases, flagged, overrides, temperature, n)
     if neighbours and hasattr(engine, "model"):
         best = int(np.argmax(case_post["context_aware"]))
-        field = NeighbourField(
-            engine.model, sites, probability[1], cases[best].context, fitted=fitted
-        )
+        aware = probability[PRIORS.index("context_aware")]
+        field = NeighbourField(engine.model, sites, aware, cases[best].context, fitted=fitted)
         with tqdm(total=len(sites), unit="site", disable=not progress, leave=False) as bar:
             for site_type, (rows, ev) in evidence.items():
                 again = rows[field.affected[rows]]
                 bar.update(len(rows) - len(again))
-                for lo in range(0, len(again), chunk):
-                    part = again[lo : lo + chunk]
-                    new = engine.evidence(
-                        patches[part], site_type, cases, seed=seed, offset=field.offsets(part)
-                    )
-                    _replace(ev, np.searchsorted(rows, part), new)
-                    bar.update(len(part))
+                if len(again):
+                    new = evaluate(again, site_type, bar, offsets=field.offsets)
+                    for name in _EVIDENCE_FIELDS:
+                        getattr(ev, name)[np.searchsorted(rows, again)] = getattr(new, name)
                 say(f"{site_type}: {len(again)} sites next to probable defects evaluated again")
         probability, case_post = _posteriors(evidence, cases, flagged, overrides, temperature, n)
     theta_mean = np.full((n, 6), np.nan)
@@ -217,11 +219,6 @@ def _posteriors(evidence, cases, flagged, overrides, temperature, n):
     return probability, case_post
 
 
-def _replace(ev: SiteEvidence, at: np.ndarray, new: SiteEvidence) -> None:
-    for name in ("log_evidence", "log_evidence_se", "pareto_k", "ess", "theta_mean", "theta_sd"):
-        getattr(ev, name)[at] = getattr(new, name)
-
-
 class NeighbourField:
     """What each site's probable defective neighbours change in its templates.
 
@@ -241,15 +238,14 @@ class NeighbourField:
 
         from likelihood.model import kind_features
         from prob.classes import column_atoms
-        from simulate.columns import RADIUS_MAX
+        from simulate.columns import RADII, RADIUS_MAX
         from simulate.templates import VARIANTS, kind_of, site_geometry
 
         self.sites = sites
         host = host_of(context.host_metal, context.host_chalcogen)
         self.host = host
         n = len(sites)
-        n_var = len(VARIANTS)
-        change = None
+        change = np.zeros((n, len(VARIANTS), len(RADII)))
         for site_type, pristine in (("metal", "M"), ("chalcogen", "X2")):
             kinds = {}
             for c in classes_of(site_type):
@@ -267,9 +263,7 @@ class NeighbourField:
                 ]
                 with torch.no_grad():
                     prof = model.profiles(np.array(rows)).double().cpu().numpy()
-                if change is None:
-                    change = np.zeros((n, n_var, prof.shape[1]))
-                table = np.zeros((len(CLASSES), prof.shape[1]))
+                table = np.zeros((len(CLASSES), len(RADII)))
                 got = iter(prof)
                 for c, k in kinds.items():
                     if k is not None:
@@ -282,9 +276,14 @@ class NeighbourField:
         p = sites.lattice.pixel_size
         self.t = np.radians(sites.lattice.template_angle)
         self.xy = (np.stack([sites.x, sites.y], 1) if fitted is None else np.asarray(fitted)) * p
-        self.strong_idx = np.nonzero(strong)[0]
-        self.tree = cKDTree(self.xy[self.strong_idx]) if strong.any() else None
+        strong_idx = np.nonzero(strong)[0]
         self.reach = (WINDOW // 2) * SAMPLING * np.sqrt(2) + RADIUS_MAX
+        # each site's probable defects within reach (itself excluded)
+        self.near = [np.zeros(0, dtype=int)] * n
+        if strong.any():
+            found = cKDTree(self.xy[strong_idx]).query_ball_point(self.xy, self.reach)
+            self.near = [strong_idx[f][strong_idx[f] != i] for i, f in enumerate(found)]
+        self.affected = np.array([len(j) > 0 for j in self.near], dtype=bool)
         self.ideal = {}  # (site type, variant) → neighbour type → the template's columns [Å]
         for site_type in ("metal", "chalcogen"):
             for v, variant in enumerate(VARIANTS):
@@ -294,23 +293,15 @@ class NeighbourField:
                     "chalcogen": np.array(g.chalcogen),
                 }
         self._matrices: dict = {}
-        self.affected = np.zeros(n, dtype=bool)
-        if self.tree is not None:
-            for i, near in enumerate(self.tree.query_ball_point(self.xy, self.reach)):
-                self.affected[i] = any(j != i for j in self.strong_idx[near])
 
     def offsets(self, rows: np.ndarray) -> np.ndarray:
         """(len(rows), variant, W, W) [fraction of the beam]."""
         from likelihood.geometry import placement_matrix
 
         out = np.zeros((len(rows), self.change.shape[1], WINDOW * WINDOW), dtype=np.float32)
-        if self.tree is None:
-            return out.reshape(len(rows), -1, WINDOW, WINDOW)
         t, types = self.t, self.sites.site_type
         for r, i in enumerate(rows):
-            for j in self.strong_idx[self.tree.query_ball_point(self.xy[i], self.reach)]:
-                if j == i:
-                    continue
+            for j in self.near[i]:
                 dx, dy = self.xy[j] - self.xy[i]
                 uv = np.array([np.cos(t) * dx + np.sin(t) * dy, -np.sin(t) * dx + np.cos(t) * dy])
                 for v in range(out.shape[1]):
@@ -326,12 +317,14 @@ class NeighbourField:
         return out.reshape(len(rows), -1, WINDOW, WINDOW)
 
 
+_EVIDENCE_FIELDS = ("log_evidence", "log_evidence_se", "pareto_k", "ess", "theta_mean", "theta_sd")
+"""The per-site arrays of a SiteEvidence (site axis first)."""
+
+
 def _concatenate(parts: list[SiteEvidence]) -> SiteEvidence:
     if len(parts) == 1:
         return parts[0]
-    fields = {}
-    for name in ("log_evidence", "log_evidence_se", "pareto_k", "ess", "theta_mean", "theta_sd"):
-        fields[name] = np.concatenate([getattr(p, name) for p in parts])
+    fields = {name: np.concatenate([getattr(p, name) for p in parts]) for name in _EVIDENCE_FIELDS}
     return SiteEvidence(cset=parts[0].cset, pit=None, **fields)
 
 

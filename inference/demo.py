@@ -34,6 +34,8 @@ CONTEXT = Context.from_host(
     detector_outer=200.0,
     convergence=30.0,
 )
+USER = CONTEXT.replace(kv=None)
+"""What the demo's user states; the beam energy comes from the image file."""
 RATES = {"metal": np.array([0.84, 0.10, 0.06]), "chalcogen": np.array([0.82, 0.14, 0.04, 0.0])}
 OVERRIDES = {"D": 0.10, "VM": 0.06, "VX": 0.14, "VX2": 0.04}
 DOSE = 2e4  # [e/Å²]; low enough that some sites stay uncertain
@@ -59,10 +61,9 @@ def run_demo(out: Path, *, seed: int = 0, log: Callable[[str], None] | None = No
     say(f"simulated {image.shape} px field, {len(field.label)} columns -> {image_path}")
     engine, tau, _ = load_engine()
     img = read_image(image_path)
-    user = Context.from_host("WSe2", dopant="V", substituent="none", convergence=30.0)
     ds, summary = classify_image(
         img,
-        user.replace(detector_inner=80.0, detector_outer=200.0),
+        USER,
         engine,
         temperature=tau,
         overrides=OVERRIDES,

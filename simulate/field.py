@@ -221,10 +221,13 @@ def simulate_field_abtem(
         seed=seed,
         scheduler=scheduler,
     )
-    edges = config.angle_edges
-    lo = int(np.flatnonzero(np.isclose(edges, context.detector_inner))[0])
-    hi = int(np.flatnonzero(np.isclose(edges, context.detector_outer))[0])
-    image = signal.reshape(nx, ny, -1)[..., lo:hi].sum(-1).T  # abTEM order (x, y) → (y, x)
+    annular = detector_profile(
+        signal.reshape(nx * ny, -1),
+        config.angle_edges,
+        context.detector_inner,
+        context.detector_outer,
+    )
+    image = annular.reshape(nx, ny).T  # abTEM order (x, y) → (y, x)
     xy = np.array([c.xy for c in columns]) / SAMPLING
     inside = (xy[:, 0] < nx) & (xy[:, 1] < ny)
     return Field(

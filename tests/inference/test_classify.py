@@ -8,10 +8,9 @@ from scipy.spatial import cKDTree
 
 from inference.classify import classify_image
 from inference.commands import load_engine
-from inference.demo import CONTEXT, OVERRIDES, RATES
+from inference.demo import CONTEXT, OVERRIDES, RATES, USER
 from inference.images import read_image
 from prob.classes import CLASSES
-from prob.context import Context
 from simulate.field import render_field, simulate_field
 from simulate.templates import SAMPLING
 
@@ -22,17 +21,9 @@ def classified(tmp_path_factory):
     path = tmp_path_factory.mktemp("classify") / "field.npz"
     np.savez(path, image=render_field(field, dose=1e5, seed=5), pixel_size=SAMPLING, kv=80.0)
     engine, tau, _ = load_engine()
-    user = Context.from_host(
-        "WSe2",
-        dopant="V",
-        substituent="none",
-        convergence=30.0,
-        detector_inner=80.0,
-        detector_outer=200.0,
-    )
     image = read_image(path)
-    whole = classify_image(image, user, engine, temperature=tau, overrides=OVERRIDES)[0]
-    chunked = classify_image(image, user, engine, temperature=tau, overrides=OVERRIDES, chunk=16)
+    whole = classify_image(image, USER, engine, temperature=tau, overrides=OVERRIDES)[0]
+    chunked = classify_image(image, USER, engine, temperature=tau, overrides=OVERRIDES, chunk=16)
     return field, whole, chunked[0], image
 
 
