@@ -1,6 +1,6 @@
 """Benchmark of inference/: accuracy, calibration, entropy, speed, and the NUTS check.
 
-Prints ``key: value`` lines. Three parts (``--part``, default all):
+Prints ``key: value`` lines. Four parts (``--part``, default all):
 
 - **evaluation** — held-out patches rendered from the shipped bank with a seed
   training never used, every grid case, dose 10⁴–10⁶ e/Å², class uniform over
@@ -12,12 +12,19 @@ Prints ``key: value`` lines. Three parts (``--part``, default all):
 - **speed** — sites per second with the context known: one image's worth of
   sites of one case (WSe2-V-80kV-HAADF, context-aware class frequencies, dose
   over the prior range), median of ``--repeats`` runs on this machine.
-- **nuts** — on ``--nuts-sites`` metal and chalcogen sites, Pyro NUTS over θ
-  with class and variant summed out (:mod:`inference.nuts`, every pixel exact)
-  against our class posterior at τ = 1: total-variation distance (mean and
-  max), r-hat, divergences, and the time ratio.
+- **amortized** — the guide's class head q(c | x, m) against our posterior on
+  the evaluation's distribution: could it stand in where it is sure?
+- **nuts** — on ``--nuts-sites`` metal and chalcogen sites (every grid case,
+  the context known), Pyro NUTS over θ with class and variant summed out
+  (:mod:`inference.nuts`, every pixel exact), site by site (``--nuts-batch``
+  groups sites of one type and term count into one run), each its own four
+  chains, step size and mass matrix, against our class posterior at τ = 1: total-variation
+  distance (mean, p95, max), r-hat and bulk ESS per site (worst θ coordinate),
+  divergences, and the time ratio. ``--nuts-out DIR`` keeps every batch as a
+  netCDF file and resumes; ``--nuts-shard i/N`` splits the batches over N
+  processes (``--threads 1`` each).
 
-Run: ``python benchmarks/inference.py [--n 10000] [--part evaluation|speed|nuts|all]``.
+Run: ``python benchmarks/inference.py [--n 10000] [--part evaluation|speed|amortized|nuts|all]``.
 """
 
 from __future__ import annotations
@@ -163,18 +170,97 @@ def speed(args, bank, engine) -> None:
     print(f"speed_sites: {args.speed_sites} (threads {torch.get_num_threads()})")
 
 
-def nuts(args, bank, engine) -> None:
+def amortized(args, bank, engine, guide) -> None:
+    """The guide's class head q(c | x, m) as a shortcut: how often it could stand in.
+
+    On ``--speed-sites`` patches of the evaluation's distribution (every case, the
+    class uniform, the context known): our posterior and the class head (trained
+    under that same uniform class prior), their accuracy, calibration, how many
+    sites each is sure of (max > 0.999), their total-variation distance, and the
+    head's own speed. A shortcut that skipped the θ integral wherever the head is
+    sure could only skip that share of the sites.
+    """
     from inference.evaluate import bank_cases
-    from inference.nuts import model_loglik, rhat_max, run_nuts
+    from inference.guide import context_features
+    from inference.posterior import own_case_prior
+    from prob import metrics
+    from prob.classes import CLASSES, site_type_of
+    from simulate.renderer import PatchGenerator
+
+    cases = bank_cases(bank)
+    draw = PatchGenerator(bank, seed=args.seed + 7).draw(args.speed_sites)
+    types = np.array([site_type_of(CLASSES[c]) for c in draw.label])
+    exact = np.zeros((len(types), len(CLASSES)))
+    head = np.zeros_like(exact)
+    t_head = 0.0
+    for site_type in ("metal", "chalcogen"):
+        rows = np.nonzero(types == site_type)[0]
+        own = draw.case[rows]
+        ev = engine.evidence(draw.patches[rows], site_type, cases, own_case=own)
+        exact[rows] = ev.class_posterior(own_case_prior(ev.cset.log_prior("uniform"), own))
+        allowed = np.zeros((len(rows), len(CLASSES)), dtype=bool)
+        for j, label in enumerate(ev.cset.labels):
+            allowed[:, CLASSES.index(label)] = ev.cset.index[own, j] >= 0
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            h = guide.features(
+                torch.from_numpy(draw.patches[rows]),
+                context_features([cases[i].context for i in own]),
+            )
+            logits = guide.class_logits(h).double().numpy()
+        t_head += time.perf_counter() - t0
+        logits = np.where(allowed, logits, -np.inf)
+        q = np.exp(logits - logits.max(1, keepdims=True))
+        head[rows] = q / q.sum(1, keepdims=True)
+    for name, p in (("exact", exact), ("class_head", head)):
+        print(f"acc_{name}: {metrics.accuracy(p, draw.label):.4f}")
+        print(f"ece_{name}: {metrics.ece(p, draw.label):.4f}")
+        print(f"frac_sure_{name}: {np.mean(p.max(1) > 0.999):.4f}")
+    tv = 0.5 * np.abs(exact - head).sum(1)
+    print(f"tv_class_head_vs_exact: {tv.mean():.4f} (p95 {np.quantile(tv, 0.95):.4f})")
+    print(f"class_head_sites_per_s: {len(types) / t_head:.0f}")
+
+
+def nuts(args, bank, engine) -> None:
+    """NUTS in small batches of sites (:func:`inference.nuts.site_batches`), resumable.
+
+    With ``--nuts-out DIR`` every batch is written there as it finishes and a rerun
+    skips the batches already there; ``--nuts-shard i/N`` runs every N-th batch
+    (N processes share the work; each prints the summary of what is there so far).
+    """
+    from inference.evaluate import bank_cases
+    from inference.nuts import model_loglik, nuts_batch, site_batches
     from inference.posterior import own_case_prior
     from prob.classes import CLASSES, site_type_of
+    from prob.io import write_netcdf
     from simulate.renderer import PatchGenerator
 
     cases = bank_cases(bank)
     draw = PatchGenerator(bank, seed=args.seed + 5).draw(args.nuts_sites)
     types = np.array([site_type_of(CLASSES[c]) for c in draw.label])
-    tvs, rhats, divergences, t_nuts, t_ours, n_sites = [], [], 0, 0.0, 0.0, 0
+    shard, shards = (int(v) for v in args.nuts_shard.split("/"))
+    folder = Path(args.nuts_out) if args.nuts_out else None
     loglik = model_loglik(engine.model)
+    settings = dict(
+        samples=args.nuts_samples,
+        warmup=args.nuts_warmup,
+        chains=args.nuts_chains,
+        seed=args.seed,
+        jit=True,
+        together=not args.nuts_separate,
+    )
+    if folder:
+        folder.mkdir(parents=True, exist_ok=True)
+        for part in _nuts_parts(folder):
+            held = {k: part.attrs.get(k) for k in settings}
+            if held != {k: str(v) for k, v in settings.items()} or int(
+                part.attrs.get("sites_drawn", -1)
+            ) != int(args.nuts_sites):
+                sys.exit(
+                    f"nuts-out={str(folder)!r}: holds a run with other settings "
+                    f"({held}); expected {settings} on {args.nuts_sites} sites"
+                )
+    done, count = [], 0
     for site_type in ("metal", "chalcogen"):
         rows = np.nonzero(types == site_type)[0]
         if not len(rows):
@@ -184,37 +270,82 @@ def nuts(args, bank, engine) -> None:
         ev, pairs = engine.evidence(
             draw.patches[rows], site_type, cases, own_case=own, seed=1, return_pairs=True
         )
-        t_ours += time.perf_counter() - t0
+        per_site = (time.perf_counter() - t0) / len(rows)
         prior = own_case_prior(ev.cset.log_prior("uniform"), own)
         ours = ev.class_posterior(prior)
         terms = pairs.terms(prior, engine.templates(ev.cset), min_share=1e-8)
-        post, idata, seconds = run_nuts(
-            torch.from_numpy(draw.patches[rows]),
-            terms.templates,
-            terms.log_w,
-            terms.term_class,
-            loglik,
-            engine.prior,
-            loc=terms.loc,
-            tril=terms.tril,
-            classes=len(CLASSES),
-            samples=args.nuts_samples,
-            warmup=args.nuts_warmup,
-            chains=args.nuts_chains,
-            seed=args.seed,
-        )
-        t_nuts += seconds
-        tvs.append(0.5 * np.abs(post - ours).sum(1))
-        rhats.append(rhat_max(idata))
-        divergences += int(idata.sample_stats["diverging"].values.sum())
-        n_sites += len(rows)
-    tv = np.concatenate(tvs)
-    print(f"nuts_sites: {n_sites}")
+        x = torch.from_numpy(draw.patches[rows])
+        batches = site_batches(terms.log_w, np.full(len(rows), site_type), args.nuts_batch)
+        for k, (local, width) in enumerate(batches):
+            path = folder / f"nuts_{site_type}_{k:03d}.nc" if folder else None
+            mine = count % shards == shard
+            count += 1
+            if path is not None and path.exists():
+                continue
+            if not mine:
+                continue
+            idata_path = None
+            if path is not None and args.nuts_idata:
+                idata_path = path.with_name(path.stem.replace("nuts_", "idata_") + ".nc")
+            ds = nuts_batch(
+                x,
+                terms,
+                local,
+                width,
+                loglik,
+                engine.prior,
+                classes=len(CLASSES),
+                idata_path=idata_path,
+                **settings,
+            )
+            ds = ds.assign_coords(site=rows[local])
+            ds["post_ours"] = (("site", "class"), ours[local])
+            ds.attrs.update(
+                seconds_ours=per_site * len(local),
+                batches_total=len(batches),
+                sites_drawn=args.nuts_sites,
+                site_type=site_type,
+            )
+            if path is not None:
+                write_netcdf(ds, path)
+            else:
+                done.append(ds)
+            print(
+                f"nuts batch {site_type} {k}: {len(local)} sites, {width} terms, "
+                f"{ds.attrs['seconds']:.0f} s, r-hat {float(ds.rhat.max()):.4f}",
+                flush=True,
+            )
+    nuts_report(_nuts_parts(folder) if folder else done)
+
+
+def _nuts_parts(folder: Path) -> list:
+    import xarray as xr
+
+    return [xr.load_dataset(p) for p in sorted(folder.glob("nuts_*.nc"))]
+
+
+def nuts_report(parts) -> None:
+    """The NUTS lines over the batches `parts` (Datasets of :func:`inference.nuts.nuts_batch`)."""
+    if not parts:
+        print("nuts_sites: 0")
+        return
+    post = np.concatenate([p.post_nuts.values for p in parts])
+    ours = np.concatenate([p.post_ours.values for p in parts])
+    rhat = np.concatenate([p.rhat.values for p in parts])
+    ess = np.concatenate([p.ess_bulk.values for p in parts])
+    tv = 0.5 * np.abs(post - ours).sum(1)
+    t_nuts = sum(float(p.attrs["seconds"]) for p in parts)
+    t_ours = sum(float(p.attrs["seconds_ours"]) for p in parts)
+    totals = {p.attrs.get("site_type"): int(p.attrs["batches_total"]) for p in parts}
+    print(f"nuts_sites: {len(tv)} (batches {len(parts)}; per type of {totals})")
     print(f"nuts_tv_distance: {tv.mean():.4f}")
     print(f"nuts_tv_distance_max: {tv.max():.4f}")
     print(f"nuts_tv_distance_p95: {np.quantile(tv, 0.95):.4f}")
-    print(f"rhat_max: {max(rhats):.4f}")
-    print(f"nuts_divergences: {divergences}")
+    print(f"rhat_max: {rhat.max():.4f}")
+    print(f"rhat_median: {np.median(rhat):.4f}")
+    print(f"frac_sites_rhat_gt_1_01: {np.mean(rhat > 1.01):.4f}")
+    print(f"ess_bulk_min: {ess.min():.0f}")
+    print(f"nuts_divergences: {sum(int(p.divergences.values[0]) for p in parts)}")
     print(f"nuts_speed_ratio: {t_nuts / max(t_ours, 1e-9):.1f}")
 
 
@@ -224,24 +355,42 @@ def main() -> None:
     from simulate.cli import default_bank_path
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", default="all", choices=("all", "evaluation", "speed", "nuts"))
+    parser.add_argument(
+        "--part", default="all", choices=("all", "evaluation", "speed", "amortized", "nuts")
+    )
     parser.add_argument("--n", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--speed-sites", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--nuts-sites", type=int, default=200)
-    parser.add_argument("--nuts-samples", type=int, default=400)
+    parser.add_argument("--nuts-samples", type=int, default=1000)
     parser.add_argument("--nuts-warmup", type=int, default=300)
     parser.add_argument("--nuts-chains", type=int, default=4)
+    parser.add_argument("--nuts-batch", type=int, default=1, help="sites per NUTS run")
+    parser.add_argument("--nuts-out", help="folder of per-batch NUTS results (resumable)")
+    parser.add_argument(
+        "--nuts-separate",
+        action="store_true",
+        help="one NUTS run per chain (default: the chains as copies in one run)",
+    )
+    parser.add_argument(
+        "--nuts-idata", action="store_true", help="also keep each run's InferenceData there"
+    )
+    parser.add_argument("--nuts-shard", default="0/1", help="i/N: run every N-th batch")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1 per shard)")
     parser.add_argument("--out", help="also write the Evaluation and study evidence here (folder)")
+    parser.add_argument("--nuts-report", help="print the NUTS lines of a --nuts-out folder")
     parser.add_argument("--report", help="print the evaluation lines of a saved evaluation.nc")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning)
     if args.report:
         report(read_netcdf(args.report))
         return
-    torch.set_num_threads(2)
+    if args.nuts_report:
+        nuts_report(_nuts_parts(Path(args.nuts_report)))
+        return
+    torch.set_num_threads(args.threads)
     start = time.perf_counter()
     bank = read_netcdf(default_bank_path(), kind="TemplateBank")
     engine, tau, guide = load_engine(bank=bank, samples=args.samples)
@@ -249,6 +398,8 @@ def main() -> None:
         evaluation(args, bank, engine, tau, guide)
     if args.part in ("all", "speed"):
         speed(args, bank, engine)
+    if args.part in ("all", "amortized"):
+        amortized(args, bank, engine, guide)
     if args.part in ("all", "nuts"):
         nuts(args, bank, engine)
     print(f"benchmark_seconds: {time.perf_counter() - start:.0f}")

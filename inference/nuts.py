@@ -19,6 +19,15 @@ p(c | x) = E_{u | x}[Σ_{v} π_c p(x | c, v, u) / Σ_{c',v'} π_c' p(x | c', v',
 compared with the fast answer by total-variation distance. The run is kept as
 ArviZ InferenceData (posterior, sample_stats with divergences, observed_data),
 with r-hat and ESS.
+
+Sites are independent, but one NUTS run shares its step size, mass matrix and
+tree depth across everything in its plate: the worst site sets them all. One
+joint run over ~100 sites had not finished its first chain in 50 minutes; two
+runs of four one-term metal sites each (4 chains × 750 iterations) took 589 s
+and 743 s, where one such site alone takes 4–6 s per 300-iteration chain. So
+the reference runs site by site by default (:func:`site_batches` can group a
+few sites of one type and one number of terms, no padded terms), each its own
+chains, the potential JIT-compiled (:func:`nuts_batch`).
 """
 
 from __future__ import annotations
@@ -36,7 +45,12 @@ from simulate.renderer import NuisancePrior
 
 
 def model_loglik(model):
-    """log p_φ(x | T, θ) per patch for templates (n, W, W), exact in every pixel."""
+    """log p_φ(x | T, θ) per patch for templates (n, W, W), exact in every pixel.
+
+    Uses a frozen copy of `model` (its parameters constants, as the JIT needs)."""
+    import copy
+
+    model = copy.deepcopy(model).requires_grad_(False)
 
     def loglik(x, theta, templates):
         return model.log_prob_given_template(x, theta, templates)
@@ -76,6 +90,8 @@ def run_nuts(
     chains: int = 4,
     seed: int = 0,
     max_tree_depth: int = 6,
+    jit: bool = False,
+    together: bool = False,
 ):
     """(class posterior (n, classes), InferenceData, seconds) of a NUTS run.
 
@@ -86,41 +102,50 @@ def run_nuts(
         π_c / V (−∞ pads); `term_class` (n, J) their class index (−1 pads).
     loc, tril : (n, 6), (n, 6, 6)
         The whitening: a Laplace fit of each site (any good one will do).
+    jit : bool
+        JIT-compile the potential (Pyro's ``jit_compile``; about half the time).
+    together : bool
+        Run the chains as copies of the sites in one plate of one NUTS run: each
+        copy its own start and its own diagonal of the mass matrix, one step size
+        and one trajectory length for all (the copies' targets are identical, so
+        that is what each would adapt anyway). The draws of a copy are a valid
+        chain of its site's posterior, but the chains are not independent of one
+        another — the shared tree couples them; r-hat across them still sees a
+        copy that has not left its start or a mode. Pyro's overhead per step is
+        then paid once for all chains.
     """
     import arviz as az
-    from pyro.infer import MCMC, NUTS
-    from pyro.infer.autoguide.initialization import init_to_value
 
     x, templates, log_w = x.double(), templates.double(), log_w.double()
     loc, tril = loc.double(), tril.double()
     args = (x, templates, log_w, loc, tril, loglik, prior)
+    n = len(x)
     draws, runs = [], []
     start = time.perf_counter()
-    for chain in range(chains):
-        pyro.set_rng_seed(seed + chain)
-        init = 0.3 * torch.randn(len(x), DIM, generator=torch.Generator().manual_seed(seed + chain))
-        kernel = NUTS(
-            site_model,
-            max_tree_depth=max_tree_depth,
-            init_strategy=init_to_value(values={"z": init.double()}),
-        )
-        mcmc = MCMC(kernel, num_samples=samples, warmup_steps=warmup, disable_progbar=True)
-        mcmc.run(*args)
-        draws.append(mcmc.get_samples()["z"])
-        runs.append(mcmc)
-    seconds = time.perf_counter() - start
+    starts = [
+        0.3 * torch.randn(n, DIM, generator=torch.Generator().manual_seed(seed + c))
+        for c in range(chains)
+    ]
+    if together:
+        rep = (x, templates, log_w, loc, tril)
+        rep = tuple(torch.cat([a] * chains) for a in rep)
+        pyro.set_rng_seed(seed)
+        mcmc = _mcmc(torch.cat(starts), max_tree_depth, jit, samples, warmup)
+        mcmc.run(*rep, loglik, prior)
+        z = mcmc.get_samples()["z"]  # (draw, chain·site, 6)
+        draws = list(z.reshape(len(z), chains, n, DIM).transpose(0, 1))
+        runs = [mcmc] * chains
+    else:
+        for chain in range(chains):
+            pyro.set_rng_seed(seed + chain)
+            mcmc = _mcmc(starts[chain], max_tree_depth, jit, samples, warmup)
+            mcmc.run(*args)
+            draws.append(mcmc.get_samples()["z"])
+            runs.append(mcmc)
     z = torch.stack(draws)  # (chain, draw, site, 6)
     u = loc + (tril @ z[..., None])[..., 0]
-    classes_of = torch.as_tensor(term_class)
-    post = torch.zeros(len(x), classes, dtype=torch.float64)
-    with torch.no_grad():
-        for c in range(u.shape[0]):
-            for d in range(u.shape[1]):
-                lj = log_w + term_loglik(loglik, x, templates, u[c, d], prior)
-                share = torch.softmax(lj, -1)
-                for k in range(classes):
-                    post[:, k] += (share * (classes_of == k)).sum(-1)
-    post = (post / (u.shape[0] * u.shape[1])).numpy()
+    post = _rao_blackwell(x, templates, log_w, term_class, u, loglik, prior, classes)
+    seconds = time.perf_counter() - start
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         counts = np.zeros((len(runs), samples), dtype=bool)
@@ -135,6 +160,116 @@ def run_nuts(
             dims={"u": ["site", "param"], "x": ["site", "y", "x_px"]},
         )
     return post, idata, seconds
+
+
+def site_batches(log_w: torch.Tensor, site_type: np.ndarray, size: int):
+    """Sites in batches of at most `size`, each of one site type and one number of terms.
+
+    Returns (rows, terms) pairs in a fixed order (same input → same batches). A
+    batch shares one step size and one mass matrix, so it holds few sites, and
+    sites of equal term count, so that no padded term is evaluated.
+    """
+    count = np.isfinite(log_w.numpy()).sum(1)
+    out = []
+    for key in sorted({(str(t), int(c)) for t, c in zip(site_type, count, strict=True)}):
+        rows = np.nonzero((site_type == key[0]) & (count == key[1]))[0]
+        out += [(rows[lo : lo + size], key[1]) for lo in range(0, len(rows), size)]
+    return out
+
+
+def save_idata(idata, path) -> None:
+    """Write InferenceData to netCDF at `path` atomically (temp file, then rename)."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        idata.to_netcdf(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def nuts_batch(x, terms, rows, width, loglik, prior, *, classes: int, idata_path=None, **kw):
+    """One batch of :func:`site_batches` through :func:`run_nuts`: a per-site xarray Dataset.
+
+    Variables (site): ``post_nuts`` (site, class), ``rhat`` and ``ess_bulk`` (worst
+    θ coordinate of the site), ``divergences`` (of the batch's chains, counted for
+    each of its sites); attrs: seconds and the sampler settings. With `idata_path`
+    the run's InferenceData (draws of u, divergences, the patches) is written there.
+    """
+    import arviz as az
+    import xarray as xr
+
+    sl = torch.from_numpy(np.asarray(rows))
+    post, idata, seconds = run_nuts(
+        x[sl],
+        terms.templates[sl, :width],
+        terms.log_w[sl, :width],
+        terms.term_class[rows][:, :width],
+        loglik,
+        prior,
+        loc=terms.loc[sl],
+        tril=terms.tril[sl],
+        classes=classes,
+        **kw,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rhat = az.rhat(idata)["u"].values.max(-1)
+        ess = az.ess(idata)["u"].values.min(-1)
+    div = int(idata.sample_stats["diverging"].values.sum())
+    if idata_path is not None:
+        save_idata(idata, idata_path)
+    return xr.Dataset(
+        {
+            "post_nuts": (("site", "class"), post),
+            "rhat": ("site", rhat),
+            "ess_bulk": ("site", ess),
+            "divergences": ("site", np.full(len(rows), div)),
+        },
+        coords={"site": np.asarray(rows)},
+        attrs={"seconds": seconds, "terms": width, **{k: str(v) for k, v in kw.items()}},
+    )
+
+
+def _mcmc(init: torch.Tensor, max_tree_depth: int, jit: bool, samples: int, warmup: int):
+    from pyro.infer import MCMC, NUTS
+    from pyro.infer.autoguide.initialization import init_to_value
+
+    kernel = NUTS(
+        site_model,
+        max_tree_depth=max_tree_depth,
+        jit_compile=jit,
+        ignore_jit_warnings=True,
+        init_strategy=init_to_value(values={"z": init.double()}),
+    )
+    return MCMC(kernel, num_samples=samples, warmup_steps=warmup, disable_progbar=True)
+
+
+def _rao_blackwell(x, templates, log_w, term_class, u, loglik, prior, classes, chunk=256):
+    """p(c | x) (n, classes): each draw's share of the terms of class c, averaged over draws."""
+    n = len(x)
+    flat = u.reshape(-1, n, DIM)  # (draws, site, 6)
+    onehot = torch.zeros(*np.shape(term_class), classes, dtype=torch.float64)
+    ok = np.asarray(term_class) >= 0
+    onehot[torch.from_numpy(ok)] = torch.nn.functional.one_hot(
+        torch.as_tensor(np.asarray(term_class)[ok]), classes
+    ).double()
+    total = torch.zeros(n, classes, dtype=torch.float64)
+    with torch.no_grad():
+        for lo in range(0, len(flat), chunk):
+            part = flat[lo : lo + chunk]  # (d, site, 6)
+            d = len(part)
+            tiled = (x.repeat(d, 1, 1), templates.repeat(d, 1, 1, 1))
+            lj = log_w.repeat(d, 1) + term_loglik(loglik, *tiled, part.reshape(-1, DIM), prior)
+            share = torch.softmax(lj, -1).reshape(d, n, -1)
+            total += torch.einsum("dnj,njk->nk", share, onehot)
+    return (total / len(flat)).numpy()
 
 
 def rhat_max(idata) -> float:
@@ -153,4 +288,13 @@ def ess_min(idata) -> float:
         return float(az.ess(idata)["u"].min())
 
 
-__all__ = ["model_loglik", "rhat_max", "run_nuts", "site_model", "term_loglik"]
+__all__ = [
+    "model_loglik",
+    "nuts_batch",
+    "rhat_max",
+    "run_nuts",
+    "save_idata",
+    "site_batches",
+    "site_model",
+    "term_loglik",
+]
