@@ -179,19 +179,10 @@ def site_batches(log_w: torch.Tensor, site_type: np.ndarray, size: int):
 
 def save_idata(idata, path) -> None:
     """Write InferenceData to netCDF at `path` atomically (temp file, then rename)."""
-    import os
-    import tempfile
-    from pathlib import Path
+    from prob.io import atomic_path
 
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         idata.to_netcdf(tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def nuts_batch(x, terms, rows, width, loglik, prior, *, classes: int, idata_path=None, **kw):

@@ -9,6 +9,7 @@ a failure at any point leaves nothing at the target path.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -57,6 +58,21 @@ def _map_attrs(ds: xr.Dataset, fn: Any) -> xr.Dataset:
     return ds
 
 
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike):
+    """A temporary path beside `target` to write to; renamed onto `target` on success,
+    removed on failure (nothing half-written is left)."""
+    target = Path(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, *, compress: Sequence[str] = ()) -> Path:
     """Validate `ds` (if it declares a kind) and write it atomically to `path`.
 
@@ -68,15 +84,9 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, *, compress: Sequence[
     if not target.parent.is_dir():
         raise ValueError(f"path={str(target)!r}: folder {str(target.parent)!r} does not exist")
     encoded = _map_attrs(ds, encode_attrs)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        encoding = {name: {"zlib": True, "complevel": 4, "shuffle": True} for name in compress}
+    encoding = {name: {"zlib": True, "complevel": 4, "shuffle": True} for name in compress}
+    with atomic_path(target) as tmp:
         encoded.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return target
 
 
