@@ -248,12 +248,13 @@ def nuts(args, bank, engine) -> None:
         seed=args.seed,
         jit=True,
         together=not args.nuts_separate,
+        scheme=args.nuts_scheme,
     )
     if folder:
         folder.mkdir(parents=True, exist_ok=True)
         for part in _nuts_parts(folder):
-            held = {k: part.attrs.get(k) for k in settings}
-            if held != {k: str(v) for k, v in settings.items()} or int(
+            held = {k: part.attrs.get(k) for k in settings if k != "scheme"}
+            if held != {k: str(v) for k, v in settings.items() if k != "scheme"} or int(
                 part.attrs.get("sites_drawn", -1)
             ) != int(args.nuts_sites):
                 sys.exit(
@@ -280,7 +281,7 @@ def nuts(args, bank, engine) -> None:
             path = folder / f"nuts_{site_type}_{k:03d}.nc" if folder else None
             mine = count % shards == shard
             count += 1
-            if path is not None and path.exists():
+            if path is not None and path.exists() and not _stale(path, terms, local, settings):
                 continue
             if not mine:
                 continue
@@ -318,6 +319,25 @@ def nuts(args, bank, engine) -> None:
     nuts_report(_nuts_parts(folder) if folder else done)
 
 
+def _stale(path: Path, terms, local, settings) -> bool:
+    """Whether a batch on disk must be run again under `settings`' scheme.
+
+    A batch run under another scheme (files from before the attr existed count as
+    ``"best"``) stands where each of its sites has one term of share ≥ 1e-3 — a
+    posterior of one mode, which every scheme samples alike (the "best" and
+    mixture whitenings then agree up to terms below that share); with more it is
+    run again.
+    """
+    import xarray as xr
+
+    from inference.nuts import significant_terms
+
+    held = xr.load_dataset(path).attrs.get("scheme", "best")
+    if held == settings["scheme"]:
+        return False
+    return bool((significant_terms(terms.share[local]) > 1).any())
+
+
 def _nuts_parts(folder: Path) -> list:
     import xarray as xr
 
@@ -337,7 +357,10 @@ def nuts_report(parts) -> None:
     t_nuts = sum(float(p.attrs["seconds"]) for p in parts)
     t_ours = sum(float(p.attrs["seconds_ours"]) for p in parts)
     totals = {p.attrs.get("site_type"): int(p.attrs["batches_total"]) for p in parts}
+    scheme = [p.attrs.get("scheme", "best") for p in parts for _ in p.site.values]
+    scheme = {w: scheme.count(w) for w in sorted(set(scheme))}
     print(f"nuts_sites: {len(tv)} (batches {len(parts)}; per type of {totals})")
+    print(f"nuts_sites_by_scheme: {scheme}")
     print(f"nuts_tv_distance: {tv.mean():.4f}")
     print(f"nuts_tv_distance_max: {tv.max():.4f}")
     print(f"nuts_tv_distance_p95: {np.quantile(tv, 0.95):.4f}")
@@ -346,6 +369,10 @@ def nuts_report(parts) -> None:
     print(f"frac_sites_rhat_gt_1_01: {np.mean(rhat > 1.01):.4f}")
     print(f"ess_bulk_min: {ess.min():.0f}")
     print(f"nuts_divergences: {sum(int(p.divergences.values[0]) for p in parts)}")
+    jumps = [p.jump_accept.values for p in parts if "jump_accept" in p]
+    if jumps:
+        jumps = np.concatenate(jumps)
+        print(f"jump_accept_median: {np.median(jumps):.3f} (min {jumps.min():.3f})")
     print(f"nuts_speed_ratio: {t_nuts / max(t_ours, 1e-9):.1f}")
 
 
@@ -378,6 +405,14 @@ def main() -> None:
         "--nuts-idata", action="store_true", help="also keep each run's InferenceData there"
     )
     parser.add_argument("--nuts-shard", default="0/1", help="i/N: run every N-th batch")
+    parser.add_argument(
+        "--nuts-scheme",
+        default="jump",
+        choices=("jump", "mixture", "best"),
+        help="jump (default): whiten by the mixture of the site's terms, start the chains "
+        "at their modes, follow each NUTS step by an independence MH jump between them; "
+        "mixture: without the jumps; best: whiten by the heaviest term alone",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 per shard)")
     parser.add_argument("--out", help="also write the Evaluation and study evidence here (folder)")
     parser.add_argument("--nuts-report", help="print the NUTS lines of a --nuts-out folder")

@@ -74,6 +74,101 @@ def site_model(x, templates, log_w, loc, tril, loglik, prior: NuisancePrior) -> 
         pyro.factor("x", torch.logsumexp(log_w + term_loglik(loglik, x, templates, u, prior), -1))
 
 
+class JumpNUTS(pyro.infer.NUTS):
+    """NUTS, each step followed by an independence Metropolis–Hastings move.
+
+    `jump` (z (N, 6) → (z', accepted (N,))) offers every element of the plate a
+    draw of a fixed proposal and accepts it with the exact Metropolis–Hastings
+    ratio; both moves leave the target invariant, so their composition does. The
+    NUTS part explores a mode; the jump crosses between modes it cannot (a site's
+    θ posterior, summed over bank variants that differ in defocus, has modes
+    several sd apart in blur). Adaptation sees the NUTS part only.
+    """
+
+    def __init__(self, model, *, jump=None, **kw):
+        super().__init__(model, **kw)
+        self._jump = jump
+        self._jump_kept, self._jump_steps = None, 0
+
+    def sample(self, params):
+        params = super().sample(params)
+        if self._jump is None:
+            return params
+        z, accepted = self._jump(params["z"])
+        if self._t > self._warmup_steps:
+            self._jump_kept = accepted.double() + (
+                0 if self._jump_kept is None else self._jump_kept
+            )
+            self._jump_steps += 1
+        if bool(accepted.any()):
+            self.clear_cache()  # the next step recomputes potential and gradient at z
+            params = {**params, "z": z}
+        return params
+
+    def jump_rate(self) -> np.ndarray:
+        """Per element (N,): the fraction of kept steps whose jump was accepted."""
+        if self._jump_kept is None:
+            return np.zeros(0)
+        return (self._jump_kept / self._jump_steps).numpy()
+
+
+def jump_proposal(share, term_loc, term_tril, loc, tril, *, min_share=1e-3, widen=1.2):
+    """(log_w (n, K), mean (n, K, 6), tril (n, K, 6, 6)): the terms' Laplace fits in z.
+
+    Each of a site's terms with at least `min_share` of its posterior (the
+    heaviest always) becomes a component, weighted by its share, its Laplace
+    Gaussian carried into the site's whitened coordinates z = L⁻¹(u − loc) and
+    widened by `widen` (a proposal with lighter tails than the target would
+    stick). Pads: weight −∞, identity scale. The proposal only has to reach the
+    modes; Metropolis–Hastings corrects whatever it gets wrong.
+    """
+    share = np.asarray(share, dtype=float)
+    keep = share >= min_share
+    keep[np.arange(len(share)), share.argmax(1)] = True
+    m = torch.as_tensor(np.asarray(term_loc), dtype=torch.float64)
+    s = torch.as_tensor(np.asarray(term_tril), dtype=torch.float64)
+    loc, tril = loc.double(), tril.double()
+    mean = torch.linalg.solve_triangular(tril[:, None], (m - loc[:, None])[..., None], upper=False)
+    scale = widen * torch.linalg.solve_triangular(tril[:, None], s, upper=False)
+    eye = torch.eye(DIM, dtype=torch.float64).expand_as(scale)
+    k = torch.from_numpy(keep)
+    scale = torch.where(k[..., None, None], scale, eye)
+    log_w = torch.where(k, torch.log(torch.from_numpy(share).clamp_min(1e-300)), -torch.inf)
+    return log_w - torch.logsumexp(log_w, -1, keepdim=True), mean[..., 0], scale
+
+
+def _jump(jumps, copies: int, args, loglik, prior, seed: int):
+    """The move of :class:`JumpNUTS` for the plate of `args` (x, templates, log_w, loc, tril)."""
+    if jumps is None:
+        return None
+    # the current and the proposed states are scored in one pass: every input twice
+    x, templates, log_w, loc, tril = (torch.cat([a, a]) for a in args)
+    w, mean, scale = (torch.cat([a] * copies) for a in jumps)
+    proposal = dist.MultivariateNormal(mean, scale_tril=scale)
+    gen = torch.Generator().manual_seed(10_000 + seed)
+
+    def log_ratio(both):
+        """log p(z) − log q(z) per state; p the target in z, q the proposal."""
+        u = loc + (tril @ both[..., None])[..., 0]
+        ll = torch.logsumexp(log_w + term_loglik(loglik, x, templates, u, prior), -1)
+        q = [torch.logsumexp(w + proposal.log_prob(h[:, None]), -1) for h in both.chunk(2)]
+        return log_prior(u, prior) + ll - torch.cat(q)
+
+    def move(z):
+        n = len(z)
+        with torch.no_grad():
+            pick = torch.multinomial(torch.softmax(w, -1), 1, generator=gen)[:, 0]
+            eps = torch.randn(z.shape, generator=gen, dtype=torch.float64)
+            rows = torch.arange(n)
+            new = mean[rows, pick] + (scale[rows, pick] @ eps[..., None])[..., 0]
+            r = log_ratio(torch.cat([z.double(), new]))
+            u01 = torch.rand(n, generator=gen, dtype=torch.float64)
+            accepted = torch.log(u01) < r[n:] - r[:n]
+        return torch.where(accepted[:, None], new, z.double()).to(z.dtype), accepted
+
+    return move
+
+
 def run_nuts(
     x: torch.Tensor,
     templates: torch.Tensor,
@@ -92,6 +187,8 @@ def run_nuts(
     max_tree_depth: int = 6,
     jit: bool = False,
     together: bool = False,
+    starts: torch.Tensor | None = None,
+    jumps=None,
 ):
     """(class posterior (n, classes), InferenceData, seconds) of a NUTS run.
 
@@ -113,6 +210,14 @@ def run_nuts(
         another — the shared tree couples them; r-hat across them still sees a
         copy that has not left its start or a mode. Pyro's overhead per step is
         then paid once for all chains.
+    starts : (chains, n, 6), optional
+        Each chain's start in the whitened coordinates z (default 0.3 · N(0, 1)).
+    jumps : (log_w (n, K), mean (n, K, 6), tril (n, K, 6, 6)), optional
+        A Gaussian mixture in z (:func:`jump_proposal`): after every NUTS step each
+        site's state is offered an independence Metropolis–Hastings move to a draw
+        of it (:class:`JumpNUTS`), so a chain can cross between modes the
+        trajectory cannot. With it the InferenceData's sample_stats hold each
+        site's ``jump_accept`` rate over the kept draws.
     """
     import arviz as az
 
@@ -122,26 +227,34 @@ def run_nuts(
     n = len(x)
     draws, runs = [], []
     start = time.perf_counter()
-    starts = [
-        0.3 * torch.randn(n, DIM, generator=torch.Generator().manual_seed(seed + c))
-        for c in range(chains)
-    ]
+    if starts is None:
+        starts = [
+            0.3 * torch.randn(n, DIM, generator=torch.Generator().manual_seed(seed + c))
+            for c in range(chains)
+        ]
+    starts = [torch.as_tensor(s_, dtype=torch.float64) for s_ in starts]
     if together:
         rep = (x, templates, log_w, loc, tril)
         rep = tuple(torch.cat([a] * chains) for a in rep)
+        jump = _jump(jumps, chains, rep, loglik, prior, seed)
         pyro.set_rng_seed(seed)
-        mcmc = _mcmc(torch.cat(starts), max_tree_depth, jit, samples, warmup)
+        mcmc = _mcmc(torch.cat(starts), max_tree_depth, jit, samples, warmup, jump)
         mcmc.run(*rep, loglik, prior)
         z = mcmc.get_samples()["z"]  # (draw, chain·site, 6)
         draws = list(z.reshape(len(z), chains, n, DIM).transpose(0, 1))
         runs = [mcmc] * chains
+        rates = [mcmc.kernel.jump_rate().reshape(chains, n)] if jumps is not None else []
     else:
+        rates = []
         for chain in range(chains):
+            jump = _jump(jumps, 1, (x, templates, log_w, loc, tril), loglik, prior, seed + chain)
             pyro.set_rng_seed(seed + chain)
-            mcmc = _mcmc(starts[chain], max_tree_depth, jit, samples, warmup)
+            mcmc = _mcmc(starts[chain], max_tree_depth, jit, samples, warmup, jump)
             mcmc.run(*args)
             draws.append(mcmc.get_samples()["z"])
             runs.append(mcmc)
+            if jumps is not None:
+                rates.append(mcmc.kernel.jump_rate()[None])
     z = torch.stack(draws)  # (chain, draw, site, 6)
     u = loc + (tril @ z[..., None])[..., 0]
     post = _rao_blackwell(x, templates, log_w, term_class, u, loglik, prior, classes)
@@ -153,11 +266,18 @@ def run_nuts(
             steps = np.asarray(r.diagnostics()["divergences"]["chain 0"], dtype=int)
             steps = steps[(steps >= warmup) & (steps < warmup + samples)] - warmup
             counts[i, steps] = True
+        stats = {"diverging": counts}
+        dims = {"u": ["site", "param"], "x": ["site", "y", "x_px"]}
+        if rates:
+            # one rate per (chain, site), repeated over the draws for ArviZ's layout
+            rate = np.concatenate(rates).reshape(chains, 1, n)
+            stats["jump_accept"] = np.broadcast_to(rate, (chains, samples, n)).copy()
+            dims["jump_accept"] = ["site"]
         idata = az.from_dict(
             posterior={"u": u.numpy()},
-            sample_stats={"diverging": counts},
+            sample_stats=stats,
             observed_data={"x": x.numpy()},
-            dims={"u": ["site", "param"], "x": ["site", "y", "x_px"]},
+            dims=dims,
         )
     return post, idata, seconds
 
@@ -177,6 +297,56 @@ def site_batches(log_w: torch.Tensor, site_type: np.ndarray, size: int):
     return out
 
 
+def mixture_fit(share, term_loc, term_tril) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loc (n, 6), tril (n, 6, 6)): the Gaussian with the moments of each site's mixture.
+
+    The mixture is Σ_j share_j · N(term_loc_j, term_tril_j term_tril_jᵀ) over the
+    site's terms (share (n, J), 0 for pads). Where a site's terms put their modes
+    apart (variants of one class at different defocus sit several sd apart in
+    blur), whitening by the heaviest term's fit alone leaves the others far out
+    in z, and a chain started near one mode adapts its mass matrix to that mode.
+    """
+    w = torch.as_tensor(np.asarray(share), dtype=torch.float64)
+    w = w / w.sum(-1, keepdim=True)
+    m = torch.as_tensor(np.asarray(term_loc), dtype=torch.float64)
+    s = torch.as_tensor(np.asarray(term_tril), dtype=torch.float64)
+    mean = (w[..., None] * m).sum(1)
+    d = m - mean[:, None]
+    cov = s @ s.transpose(-1, -2) + d[..., :, None] * d[..., None, :]
+    cov = (w[..., None, None] * cov).sum(1)
+    return mean, torch.linalg.cholesky(cov)
+
+
+def mode_starts(share, term_loc, loc, tril, chains: int, seed: int, *, min_share=1e-3, jitter=0.3):
+    """Chain starts (chains, n, 6) in z: chain k at the mode of the site's k-th term.
+
+    Only terms with at least `min_share` of the site's posterior count (heaviest
+    first, cycled when there are fewer than `chains`), each start jittered by
+    `jitter` · N(0, 1) in z. Chains started in different modes make r-hat see a
+    posterior the sampler cannot cross between; from one mode it could not.
+    """
+    share = np.asarray(share)
+    m = torch.as_tensor(np.asarray(term_loc), dtype=torch.float64)
+    out = []
+    for k in range(chains):
+        rows = []
+        for i in range(len(share)):
+            order = np.argsort(-share[i], kind="stable")
+            big = order[share[i][order] >= min_share]
+            big = big if len(big) else order[:1]
+            rows.append(m[i, big[k % len(big)]])
+        target = torch.stack(rows) - loc
+        z = torch.linalg.solve_triangular(tril, target[..., None], upper=False)[..., 0]
+        noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(seed + k))
+        out.append(z + jitter * noise.double())
+    return torch.stack(out)
+
+
+def significant_terms(share, min_share: float = 1e-3) -> np.ndarray:
+    """Per site (n,), how many of its terms hold at least `min_share` of its posterior."""
+    return (np.asarray(share) >= min_share).sum(-1)
+
+
 def save_idata(idata, path) -> None:
     """Write InferenceData to netCDF at `path` atomically (temp file, then rename)."""
     from prob.io import atomic_path
@@ -185,18 +355,38 @@ def save_idata(idata, path) -> None:
         idata.to_netcdf(tmp)
 
 
-def nuts_batch(x, terms, rows, width, loglik, prior, *, classes: int, idata_path=None, **kw):
+def nuts_batch(
+    x, terms, rows, width, loglik, prior, *, classes: int, idata_path=None, scheme="jump", **kw
+):
     """One batch of :func:`site_batches` through :func:`run_nuts`: a per-site xarray Dataset.
+
+    `scheme`: ``"jump"`` (default) whitens each site by :func:`mixture_fit` of its
+    terms, starts the chains at its terms' modes (:func:`mode_starts`) and follows
+    every NUTS step with an independence Metropolis–Hastings move to a draw of
+    :func:`jump_proposal` (:class:`JumpNUTS`); ``"mixture"`` the same without the
+    jumps; ``"best"`` whitens by the heaviest term's Laplace fit and starts every
+    chain near its mode (0.3 · N(0, 1) in z).
 
     Variables (site): ``post_nuts`` (site, class), ``rhat`` and ``ess_bulk`` (worst
     θ coordinate of the site), ``divergences`` (of the batch's chains, counted for
-    each of its sites); attrs: seconds and the sampler settings. With `idata_path`
+    each of its sites), with jumps ``jump_accept`` (the lowest chain's rate of
+    accepted jumps); attrs: seconds, the scheme and the sampler settings. With `idata_path`
     the run's InferenceData (draws of u, divergences, the patches) is written there.
     """
     import arviz as az
     import xarray as xr
 
     sl = torch.from_numpy(np.asarray(rows))
+    loc, tril, starts, jumps = terms.loc[sl], terms.tril[sl], None, None
+    if scheme in ("mixture", "jump"):
+        share, m = terms.share[rows][:, :width], terms.term_loc[rows][:, :width]
+        s = terms.term_tril[rows][:, :width]
+        loc, tril = mixture_fit(share, m, s)
+        starts = mode_starts(share, m, loc, tril, kw.get("chains", 4), kw.get("seed", 0))
+        if scheme == "jump":
+            jumps = jump_proposal(share, m, s, loc, tril)
+    elif scheme != "best":
+        raise ValueError(f"scheme={scheme!r}: expected 'jump', 'mixture' or 'best'")
     post, idata, seconds = run_nuts(
         x[sl],
         terms.templates[sl, :width],
@@ -204,9 +394,11 @@ def nuts_batch(x, terms, rows, width, loglik, prior, *, classes: int, idata_path
         terms.term_class[rows][:, :width],
         loglik,
         prior,
-        loc=terms.loc[sl],
-        tril=terms.tril[sl],
+        loc=loc,
+        tril=tril,
         classes=classes,
+        starts=starts,
+        jumps=jumps,
         **kw,
     )
     with warnings.catch_warnings():
@@ -216,24 +408,34 @@ def nuts_batch(x, terms, rows, width, loglik, prior, *, classes: int, idata_path
     div = int(idata.sample_stats["diverging"].values.sum())
     if idata_path is not None:
         save_idata(idata, idata_path)
+    data = {
+        "post_nuts": (("site", "class"), post),
+        "rhat": ("site", rhat),
+        "ess_bulk": ("site", ess),
+        "divergences": ("site", np.full(len(rows), div)),
+    }
+    if "jump_accept" in idata.sample_stats:
+        rate = idata.sample_stats["jump_accept"].values[:, 0]  # (chain, site)
+        data["jump_accept"] = ("site", rate.min(0))
     return xr.Dataset(
-        {
-            "post_nuts": (("site", "class"), post),
-            "rhat": ("site", rhat),
-            "ess_bulk": ("site", ess),
-            "divergences": ("site", np.full(len(rows), div)),
-        },
+        data,
         coords={"site": np.asarray(rows)},
-        attrs={"seconds": seconds, "terms": width, **{k: str(v) for k, v in kw.items()}},
+        attrs={
+            "seconds": seconds,
+            "terms": width,
+            "scheme": scheme,
+            **{k: str(v) for k, v in kw.items()},
+        },
     )
 
 
-def _mcmc(init: torch.Tensor, max_tree_depth: int, jit: bool, samples: int, warmup: int):
-    from pyro.infer import MCMC, NUTS
+def _mcmc(init: torch.Tensor, max_tree_depth: int, jit: bool, samples: int, warmup: int, jump):
+    from pyro.infer import MCMC
     from pyro.infer.autoguide.initialization import init_to_value
 
-    kernel = NUTS(
+    kernel = JumpNUTS(
         site_model,
+        jump=jump,
         max_tree_depth=max_tree_depth,
         jit_compile=jit,
         ignore_jit_warnings=True,
@@ -280,11 +482,16 @@ def ess_min(idata) -> float:
 
 
 __all__ = [
+    "JumpNUTS",
+    "jump_proposal",
+    "mixture_fit",
+    "mode_starts",
     "model_loglik",
     "nuts_batch",
     "rhat_max",
     "run_nuts",
     "save_idata",
+    "significant_terms",
     "site_batches",
     "site_model",
     "term_loglik",

@@ -417,8 +417,10 @@ class PairTable:
 
         `log_prior` (site, case, class) as for :meth:`SiteEvidence.class_posterior`.
         Returns padded tensors: templates (n, J, W, W), log_w = log π_c / V (n, J; −∞ pads),
-        term_class (n, J; index into :data:`prob.classes.CLASSES`, −1 pads), and the
-        Laplace fit (loc, tril) of each site's heaviest term.
+        term_class (n, J; index into :data:`prob.classes.CLASSES`, −1 pads), the
+        Laplace fit (loc, tril) of each site's heaviest term, and of every term its
+        share of the site's posterior (n, J; 0 pads) and its own Laplace fit
+        (term_loc (n, J, 6), term_tril (n, J, 6, 6)).
         """
         from types import SimpleNamespace
 
@@ -444,19 +446,27 @@ class PairTable:
         log_w = torch.full((n, width), -torch.inf, dtype=torch.float64)
         term_class = np.full((n, width), -1)
         loc, tril = np.zeros((n, 6)), np.zeros((n, 6, 6))
+        share = np.zeros((n, width))
+        term_loc, term_tril = np.zeros((n, width, 6)), np.tile(np.eye(6), (n, width, 1, 1))
         for i, r in enumerate(rows):
             best = max(r, key=lambda t: t[0])[3]
             loc[i], tril[i] = self.mode[best], self.scale_tril[best]
+            lj = np.array([t[0] for t in r])
+            share[i, : len(r)] = np.exp(lj - np.logaddexp.reduce(lj))
             for j, (_, lw, c, p) in enumerate(r):
                 out_t[i, j] = templates[self.candidate[p], self.variant[p]]
                 log_w[i, j] = lw
                 term_class[i, j] = c
+                term_loc[i, j], term_tril[i, j] = self.mode[p], self.scale_tril[p]
         return SimpleNamespace(
             templates=out_t,
             log_w=log_w,
             term_class=term_class,
             loc=torch.from_numpy(loc),
             tril=torch.from_numpy(tril),
+            share=share,
+            term_loc=term_loc,
+            term_tril=term_tril,
         )
 
 

@@ -91,3 +91,80 @@ def test_site_batches_group_by_type_and_term_count():
     assert [len(r) for r, _ in two] == [1, 1, 1, 2]
     again = site_batches(log_w, kind, 2)
     assert all(np.array_equal(a[0], b[0]) and a[1] == b[1] for a, b in zip(again, two, strict=True))
+
+
+def test_mixture_fit_has_the_mixture_moments_and_starts_sit_at_the_modes():
+    from inference.nuts import mixture_fit, mode_starts, significant_terms
+
+    rng = np.random.default_rng(0)
+    m = rng.normal(size=(2, 3, 6))
+    a = rng.normal(size=(2, 3, 6, 6)) * 0.1
+    s = np.linalg.cholesky(a @ np.swapaxes(a, -1, -2) + 0.05 * np.eye(6))
+    share = np.array([[0.6, 0.4, 0.0], [0.9995, 0.0004, 0.0001]])  # site 1: one term ≥ 1e-3
+    loc, tril = mixture_fit(share, m, s)
+    # the moments of the mixture, from draws of it
+    for i in range(2):
+        comp = rng.choice(3, size=200_000, p=share[i] / share[i].sum())
+        draws = m[i, comp] + np.einsum("nij,nj->ni", s[i, comp], rng.normal(size=(len(comp), 6)))
+        np.testing.assert_allclose(loc[i].numpy(), draws.mean(0), atol=0.01)
+        cov = (tril[i] @ tril[i].T).numpy()
+        np.testing.assert_allclose(cov, np.cov(draws.T), atol=0.01)
+    starts = mode_starts(share, m, loc, tril, chains=4, seed=1, jitter=0.0)
+    assert starts.shape == (4, 2, 6)
+    u = loc + (tril @ starts[..., None])[..., 0]  # back from z to u
+    for k in range(4):  # site 0 alternates between its two terms' modes; site 1 keeps the one
+        np.testing.assert_allclose(u[k, 0].numpy(), m[0, k % 2], atol=1e-9)
+        np.testing.assert_allclose(u[k, 1].numpy(), m[1, 0], atol=1e-9)
+    assert significant_terms(share).tolist() == [2, 1]
+    jittered = mode_starts(share, m, loc, tril, chains=4, seed=1)
+    assert not torch.allclose(jittered, starts)
+    assert torch.equal(jittered, mode_starts(share, m, loc, tril, chains=4, seed=1))
+
+
+def _two_modes(gap: float):
+    """One site, two terms (classes 0, 3), evidence ratio 3 : 2, modes `gap` sd apart in u[2]."""
+    centre = torch.tensor([0.0, -1.0, -0.5, 0.02, -0.03, 0.5], dtype=torch.float64)
+    far = centre.clone()
+    far[2] += gap * SD
+    templates = torch.zeros(1, 2, 8, 8, dtype=torch.float64)
+    templates[0, 0, 0, :6], templates[0, 1, 0, :6] = centre, far
+    templates[0, 1, 0, 6] = math.log(2 / 3)
+    share = np.array([[0.6, 0.4]])
+    modes = torch.stack([centre, far])[None].numpy()
+    trils = np.tile(np.eye(6) * SD, (1, 2, 1, 1))
+    return templates, share, modes, trils
+
+
+@pytest.mark.parametrize("jump", [False, True])
+def test_jumps_cross_between_modes_nuts_alone_cannot(jump):
+    from inference.nuts import jump_proposal, mixture_fit, mode_starts
+
+    templates, share, modes, trils = _two_modes(gap=14.0)
+    loc, tril = mixture_fit(share, modes, trils)
+    kw = dict(loc=loc, tril=tril, classes=4, samples=200, warmup=100, chains=2, seed=5, jit=True)
+    starts = mode_starts(share, modes, loc, tril, chains=2, seed=5)  # one chain in each mode
+    post, idata, _ = run_nuts(
+        torch.zeros(1, 4, 4, dtype=torch.float64),
+        templates,
+        torch.full((1, 2), math.log(0.5), dtype=torch.float64),
+        np.array([[0, 3]]),
+        _gaussian_terms,
+        PRIOR,
+        starts=starts,
+        jumps=jump_proposal(share, modes, trils, loc, tril) if jump else None,
+        together=True,
+        **kw,
+    )
+    rhat = float(az.rhat(idata)["u"].max())
+    far = idata.posterior["u"].values[..., 0, 2] > modes[0, 0, 2] + 7 * SD  # (chain, draw)
+    if jump:
+        np.testing.assert_allclose(post[0], [0.6, 0, 0, 0.4], atol=0.07)
+        np.testing.assert_allclose(far.mean(1), 0.4, atol=0.12)  # each chain visits both
+        assert rhat < 1.05
+        rate = idata.sample_stats["jump_accept"].values[:, 0]
+        assert (rate > 0.5).all()  # the proposal is the target here, widened by 1.2
+    else:  # each chain stays in its start's mode: r-hat sees it, the class posterior is 1/2
+        assert far[0].mean() == 0 and far[1].mean() == 1
+        assert rhat > 1.5
+        np.testing.assert_allclose(post[0], [0.5, 0, 0, 0.5], atol=0.01)
+        assert "jump_accept" not in idata.sample_stats
