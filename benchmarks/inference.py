@@ -261,7 +261,7 @@ def nuts(args, bank, engine) -> None:
                     f"nuts-out={str(folder)!r}: holds a run with other settings "
                     f"({held}); expected {settings} on {args.nuts_sites} sites"
                 )
-    done, count = [], 0
+    done, count, todo = [], 0, []
     for site_type in ("metal", "chalcogen"):
         rows = np.nonzero(types == site_type)[0]
         if not len(rows):
@@ -277,46 +277,62 @@ def nuts(args, bank, engine) -> None:
         terms = pairs.terms(prior, engine.templates(ev.cset), min_share=1e-8)
         x = torch.from_numpy(draw.patches[rows])
         batches = site_batches(terms.log_w, np.full(len(rows), site_type), args.nuts_batch)
+        part = dict(rows=rows, per_site=per_site, ours=ours, terms=terms, x=x, total=len(batches))
         for k, (local, width) in enumerate(batches):
             path = folder / f"nuts_{site_type}_{k:03d}.nc" if folder else None
             mine = count % shards == shard
             count += 1
-            if path is not None and path.exists() and not _stale(path, terms, local, settings):
-                continue
             if not mine:
                 continue
-            idata_path = None
-            if path is not None and args.nuts_idata:
-                idata_path = path.with_name(path.stem.replace("nuts_", "idata_") + ".nc")
-            ds = nuts_batch(
-                x,
-                terms,
-                local,
-                width,
-                loglik,
-                engine.prior,
-                classes=len(CLASSES),
-                idata_path=idata_path,
-                **settings,
-            )
-            ds = ds.assign_coords(site=rows[local])
-            ds["post_ours"] = (("site", "class"), ours[local])
-            ds.attrs.update(
-                seconds_ours=per_site * len(local),
-                batches_total=len(batches),
-                sites_drawn=args.nuts_sites,
-                site_type=site_type,
-            )
-            if path is not None:
-                write_netcdf(ds, path)
-            else:
-                done.append(ds)
-            print(
-                f"nuts batch {site_type} {k}: {len(local)} sites, {width} terms, "
-                f"{ds.attrs['seconds']:.0f} s, r-hat {float(ds.rhat.max()):.4f}",
-                flush=True,
-            )
+            rank = _nuts_rank(path, terms, local, settings)
+            if rank is not None:
+                todo.append((rank, site_type, k, local, width, path, part))
+    # batches known unmixed first, then new ones, then reruns under the new scheme
+    for _, site_type, k, local, width, path, part in sorted(todo, key=lambda t: t[:3]):
+        idata_path = None
+        if path is not None and args.nuts_idata:
+            idata_path = path.with_name(path.stem.replace("nuts_", "idata_") + ".nc")
+        ds = nuts_batch(
+            part["x"],
+            part["terms"],
+            local,
+            width,
+            loglik,
+            engine.prior,
+            classes=len(CLASSES),
+            idata_path=idata_path,
+            **settings,
+        )
+        ds = ds.assign_coords(site=part["rows"][local])
+        ds["post_ours"] = (("site", "class"), part["ours"][local])
+        ds.attrs.update(
+            seconds_ours=part["per_site"] * len(local),
+            batches_total=part["total"],
+            sites_drawn=args.nuts_sites,
+            site_type=site_type,
+        )
+        if path is not None:
+            write_netcdf(ds, path)
+        else:
+            done.append(ds)
+        print(
+            f"nuts batch {site_type} {k}: {len(local)} sites, {width} terms, "
+            f"{ds.attrs['seconds']:.0f} s, r-hat {float(ds.rhat.max()):.4f}",
+            flush=True,
+        )
     nuts_report(_nuts_parts(folder) if folder else done)
+
+
+def _nuts_rank(path: Path | None, terms, local, settings) -> int | None:
+    """The order in which a batch is run: None (done), 0 (on disk, stale and with
+    r-hat > 1.01), 1 (not run yet), 2 (on disk, stale)."""
+    if path is None or not path.exists():
+        return 1
+    if not _stale(path, terms, local, settings):
+        return None
+    import xarray as xr
+
+    return 0 if float(xr.load_dataset(path).rhat.max()) > 1.01 else 2
 
 
 def _stale(path: Path, terms, local, settings) -> bool:
