@@ -325,33 +325,26 @@ def nuts(args, bank, engine) -> None:
 
 def _nuts_rank(path: Path | None, terms, local, settings) -> int | None:
     """The order in which a batch is run: None (done), 0 (on disk, stale and with
-    r-hat > 1.01), 1 (not run yet), 2 (on disk, stale)."""
-    if path is None or not path.exists():
-        return 1
-    if not _stale(path, terms, local, settings):
-        return None
-    import xarray as xr
+    r-hat > 1.01), 1 (not run yet), 2 (on disk, stale).
 
-    return 0 if float(xr.load_dataset(path).rhat.max()) > 1.01 else 2
-
-
-def _stale(path: Path, terms, local, settings) -> bool:
-    """Whether a batch on disk must be run again under `settings`' scheme.
-
-    A batch run under another scheme (files from before the attr existed count as
-    ``"best"``) stands where each of its sites has one term of share ≥ 1e-3 — a
-    posterior of one mode, which every scheme samples alike (the "best" and
-    mixture whitenings then agree up to terms below that share); with more it is
-    run again.
+    A batch on disk run under another scheme (files from before the attr existed
+    count as ``"best"``) stands where each of its sites has one term of share
+    ≥ 1e-3 — a posterior of one mode, which every scheme samples alike (the
+    "best" and mixture whitenings then agree up to terms below that share); with
+    more it is stale.
     """
     import xarray as xr
 
     from inference.nuts import significant_terms
 
-    held = xr.load_dataset(path).attrs.get("scheme", "best")
-    if held == settings["scheme"]:
-        return False
-    return bool((significant_terms(terms.share[local]) > 1).any())
+    if path is None or not path.exists():
+        return 1
+    held = xr.load_dataset(path)
+    if held.attrs.get("scheme", "best") == settings["scheme"]:
+        return None
+    if not (significant_terms(terms.share[local]) > 1).any():
+        return None
+    return 0 if float(held.rhat.max()) > 1.01 else 2
 
 
 def _nuts_parts(folder: Path) -> list:

@@ -123,8 +123,7 @@ def jump_proposal(share, term_loc, term_tril, loc, tril, *, min_share=1e-3, wide
     modes; Metropolis–Hastings corrects whatever it gets wrong.
     """
     share = np.asarray(share, dtype=float)
-    keep = share >= min_share
-    keep[np.arange(len(share)), share.argmax(1)] = True
+    keep = _significant(share, min_share)
     m = torch.as_tensor(np.asarray(term_loc), dtype=torch.float64)
     s = torch.as_tensor(np.asarray(term_tril), dtype=torch.float64)
     loc, tril = loc.double(), tril.double()
@@ -326,20 +325,29 @@ def mode_starts(share, term_loc, loc, tril, chains: int, seed: int, *, min_share
     posterior the sampler cannot cross between; from one mode it could not.
     """
     share = np.asarray(share)
+    keep = _significant(share, min_share)
     m = torch.as_tensor(np.asarray(term_loc), dtype=torch.float64)
     out = []
     for k in range(chains):
         rows = []
         for i in range(len(share)):
             order = np.argsort(-share[i], kind="stable")
-            big = order[share[i][order] >= min_share]
-            big = big if len(big) else order[:1]
+            big = order[keep[i][order]]
             rows.append(m[i, big[k % len(big)]])
         target = torch.stack(rows) - loc
         z = torch.linalg.solve_triangular(tril, target[..., None], upper=False)[..., 0]
         noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(seed + k))
         out.append(z + jitter * noise.double())
     return torch.stack(out)
+
+
+def _significant(share, min_share: float) -> np.ndarray:
+    """(n, J) bool: the terms with at least `min_share` of their site's posterior, and
+    each site's heaviest whatever its share."""
+    share = np.asarray(share)
+    keep = share >= min_share
+    keep[np.arange(len(share)), share.argmax(1)] = True
+    return keep
 
 
 def significant_terms(share, min_share: float = 1e-3) -> np.ndarray:
