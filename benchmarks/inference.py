@@ -1,6 +1,6 @@
 """Benchmark of inference/: accuracy, calibration, entropy, speed, and the NUTS check.
 
-Prints ``key: value`` lines. Four parts (``--part``, default all):
+Prints ``key: value`` lines. Five parts (``--part``, default all but exact):
 
 - **evaluation** — held-out patches rendered from the shipped bank with a seed
   training never used, every grid case, dose 10⁴–10⁶ e/Å², class uniform over
@@ -23,8 +23,12 @@ Prints ``key: value`` lines. Four parts (``--part``, default all):
   divergences, and the time ratio. ``--nuts-out DIR`` keeps every batch as a
   netCDF file and resumes; ``--nuts-shard i/N`` splits the batches over N
   processes (``--threads 1`` each).
+- **exact** — of a ``--nuts-out`` folder, the ``--exact-sites`` sites where
+  NUTS and ours disagree most, against a third reference: their class
+  posterior with every term's θ integral by importance sampling of the exact
+  log joint (no expansion, no chains).
 
-Run: ``python benchmarks/inference.py [--n 10000] [--part evaluation|speed|amortized|nuts|all]``.
+Run: ``python benchmarks/inference.py [--n 10000] [--part NAME]`` (NAME: a part above, or all).
 """
 
 from __future__ import annotations
@@ -221,6 +225,42 @@ def amortized(args, bank, engine, guide) -> None:
     print(f"class_head_sites_per_s: {len(types) / t_head:.0f}")
 
 
+def _nuts_sites(args, bank, engine) -> dict:
+    """The NUTS check's sites: per site type, our evidence and the terms NUTS samples.
+
+    ``--nuts-sites`` patches of every grid case (seed ``--seed`` + 5), the context
+    known; per type a dict of the rows, our seconds per site, our class
+    posterior at τ = 1 and the terms (:meth:`inference.posterior.PairTable.terms`)."""
+    from inference.evaluate import bank_cases
+    from inference.posterior import own_case_prior
+    from prob.classes import CLASSES, site_type_of
+    from simulate.renderer import PatchGenerator
+
+    cases = bank_cases(bank)
+    draw = PatchGenerator(bank, seed=args.seed + 5).draw(args.nuts_sites)
+    types = np.array([site_type_of(CLASSES[c]) for c in draw.label])
+    out = {}
+    for site_type in ("metal", "chalcogen"):
+        rows = np.nonzero(types == site_type)[0]
+        if not len(rows):
+            continue
+        own = draw.case[rows]
+        t0 = time.perf_counter()
+        ev, pairs = engine.evidence(
+            draw.patches[rows], site_type, cases, own_case=own, seed=1, return_pairs=True
+        )
+        per_site = (time.perf_counter() - t0) / len(rows)
+        prior = own_case_prior(ev.cset.log_prior("uniform"), own)
+        out[site_type] = dict(
+            rows=rows,
+            per_site=per_site,
+            ours=ev.class_posterior(prior),
+            terms=pairs.terms(prior, engine.templates(ev.cset), min_share=1e-8),
+            x=torch.from_numpy(draw.patches[rows]),
+        )
+    return out
+
+
 def nuts(args, bank, engine) -> None:
     """NUTS in small batches of sites (:func:`inference.nuts.site_batches`), resumable.
 
@@ -228,16 +268,10 @@ def nuts(args, bank, engine) -> None:
     skips the batches already there; ``--nuts-shard i/N`` runs every N-th batch
     (N processes share the work; each prints the summary of what is there so far).
     """
-    from inference.evaluate import bank_cases
     from inference.nuts import model_loglik, nuts_batch, site_batches
-    from inference.posterior import own_case_prior
-    from prob.classes import CLASSES, site_type_of
+    from prob.classes import CLASSES
     from prob.io import write_netcdf
-    from simulate.renderer import PatchGenerator
 
-    cases = bank_cases(bank)
-    draw = PatchGenerator(bank, seed=args.seed + 5).draw(args.nuts_sites)
-    types = np.array([site_type_of(CLASSES[c]) for c in draw.label])
     shard, shards = (int(v) for v in args.nuts_shard.split("/"))
     folder = Path(args.nuts_out) if args.nuts_out else None
     loglik = model_loglik(engine.model)
@@ -262,22 +296,10 @@ def nuts(args, bank, engine) -> None:
                     f"({held}); expected {settings} on {args.nuts_sites} sites"
                 )
     done, count, todo = [], 0, []
-    for site_type in ("metal", "chalcogen"):
-        rows = np.nonzero(types == site_type)[0]
-        if not len(rows):
-            continue
-        own = draw.case[rows]
-        t0 = time.perf_counter()
-        ev, pairs = engine.evidence(
-            draw.patches[rows], site_type, cases, own_case=own, seed=1, return_pairs=True
-        )
-        per_site = (time.perf_counter() - t0) / len(rows)
-        prior = own_case_prior(ev.cset.log_prior("uniform"), own)
-        ours = ev.class_posterior(prior)
-        terms = pairs.terms(prior, engine.templates(ev.cset), min_share=1e-8)
-        x = torch.from_numpy(draw.patches[rows])
-        batches = site_batches(terms.log_w, np.full(len(rows), site_type), args.nuts_batch)
-        part = dict(rows=rows, per_site=per_site, ours=ours, terms=terms, x=x, total=len(batches))
+    for site_type, part in _nuts_sites(args, bank, engine).items():
+        terms = part["terms"]
+        batches = site_batches(terms.log_w, np.full(len(part["rows"]), site_type), args.nuts_batch)
+        part["total"] = len(batches)
         for k, (local, width) in enumerate(batches):
             path = folder / f"nuts_{site_type}_{k:03d}.nc" if folder else None
             mine = count % shards == shard
@@ -321,6 +343,67 @@ def nuts(args, bank, engine) -> None:
             flush=True,
         )
     nuts_report(_nuts_parts(folder) if folder else done)
+
+
+def exact(args, bank, engine) -> None:
+    """Where NUTS and our posterior disagree most: a third reference decides.
+
+    The ``--exact-sites`` sites of the ``--nuts-out`` folder with the largest
+    total-variation distance between NUTS and ours; for each, the class
+    posterior from its same terms, every term's evidence by importance sampling
+    of the exact log joint (:mod:`inference.exact`, 8 000 + 16 000 draws) —
+    independent of both the expansion and the Markov chains.
+    """
+    from inference.exact import exact_class_posterior
+    from inference.nuts import model_loglik
+    from prob.classes import CLASSES
+
+    if not args.nuts_out:
+        sys.exit("nuts-out=None: --part exact reads the NUTS results there; expected a folder")
+    rows = [
+        (str(p.attrs["site_type"]), int(s), p.post_nuts.values[i], p.post_ours.values[i])
+        for p in _nuts_parts(Path(args.nuts_out))
+        for i, s in enumerate(p.site.values)
+    ]
+    if not rows:
+        sys.exit(f"nuts-out={args.nuts_out!r}: holds no NUTS results; expected nuts_*.nc files")
+    tv = np.array([0.5 * np.abs(n - o).sum() for _, _, n, o in rows])
+    pick = sorted(np.argsort(-tv, kind="stable")[: args.exact_sites])
+    sites = _nuts_sites(args, bank, engine)
+    loglik = model_loglik(engine.model)
+    worst = {"nuts": 0.0, "ours": 0.0, "reproduced": 0.0}
+    for i in pick:
+        site_type, site, post_nuts, post_ours = rows[i]
+        part = sites[site_type]
+        local = int(np.nonzero(part["rows"] == site)[0][0])
+        worst["reproduced"] = max(
+            worst["reproduced"], np.abs(part["ours"][local] - post_ours).max()
+        )
+        rng = np.random.default_rng([args.seed, site])
+        t0 = time.perf_counter()
+        post, se = exact_class_posterior(
+            loglik, part["x"][local], part["terms"], local, engine.prior, rng, len(CLASSES)
+        )
+        to_nuts, to_ours = (
+            0.5 * np.abs(post - post_nuts).sum(),
+            0.5 * np.abs(post - post_ours).sum(),
+        )
+        worst["nuts"], worst["ours"] = max(worst["nuts"], to_nuts), max(worst["ours"], to_ours)
+        top = np.argsort(-post)[:2]
+        width = int(torch.isfinite(part["terms"].log_w[local]).sum())
+        print(
+            f"exact_site_{site}: {site_type}, terms {width}, "
+            f"tv nuts-ours {tv[i]:.4f}, exact-nuts {to_nuts:.4f}, exact-ours {to_ours:.4f} "
+            f"({'/'.join(CLASSES[c] for c in top)}: exact {post[top[0]]:.3f}/{post[top[1]]:.3f}, "
+            f"nuts {post_nuts[top[0]]:.3f}/{post_nuts[top[1]]:.3f}, "
+            f"ours {post_ours[top[0]]:.3f}/{post_ours[top[1]]:.3f}; "
+            f"se {se:.3f} nats, {time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
+    print(f"exact_sites: {len(pick)} (of {len(rows)}, the largest tv nuts-ours)")
+    print(f"exact_vs_nuts_tv_max: {worst['nuts']:.4f}")
+    print(f"exact_vs_ours_tv_max: {worst['ours']:.4f}")
+    print(f"exact_ours_reproduced_max_abs: {worst['reproduced']:.2e}")
 
 
 def _nuts_rank(path: Path | None, terms, local, settings) -> int | None:
@@ -392,7 +475,9 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--part", default="all", choices=("all", "evaluation", "speed", "amortized", "nuts")
+        "--part",
+        default="all",
+        choices=("all", "evaluation", "speed", "amortized", "nuts", "exact"),
     )
     parser.add_argument("--n", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=2026)
@@ -414,6 +499,9 @@ def main() -> None:
         "--nuts-idata", action="store_true", help="also keep each run's InferenceData there"
     )
     parser.add_argument("--nuts-shard", default="0/1", help="i/N: run every N-th batch")
+    parser.add_argument(
+        "--exact-sites", type=int, default=8, help="--part exact: sites it checks (of --nuts-out)"
+    )
     parser.add_argument(
         "--nuts-scheme",
         default="jump",
@@ -446,6 +534,8 @@ def main() -> None:
         amortized(args, bank, engine, guide)
     if args.part in ("all", "nuts"):
         nuts(args, bank, engine)
+    if args.part == "exact":
+        exact(args, bank, engine)
     print(f"benchmark_seconds: {time.perf_counter() - start:.0f}")
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from inference.exact import exact_evidence
 from inference.expansion import Transform, expand
 from inference.laplace import EvidenceConfig, images_at, pair_evidence
 from inference.pixels import STATS, pixel_stats
@@ -84,20 +85,20 @@ def pairs(tiny_bank):
     return draw, t, u
 
 
+def _pixel_loglik(x, theta, templates):
+    """log p(x | T, θ) by the full pixel computation (float64), as the likelihood defines it."""
+    a, b, blur, dx, dy, dose = theta.double().unbind(-1)
+    mean = patch_mean(templates.double(), blur, dx, dy)
+    return patch_logpdf(
+        x.double(), mean, amplitude=a, background=b, electrons=dose * SAMPLING**2, variance=1.0
+    )
+
+
 def _exact_log_joint(x, templates, u):
     """log p(x | T, θ(u)) + log p(u) by the full pixel computation (torch, float64)."""
-    theta = to_theta(torch.as_tensor(u), PRIOR)
-    a, b, blur, dx, dy, dose = theta.unbind(-1)
-    mean = patch_mean(templates.double(), blur, dx, dy)
-    lik = patch_logpdf(
-        torch.as_tensor(x).double(),
-        mean,
-        amplitude=a,
-        background=b,
-        electrons=dose * SAMPLING**2,
-        variance=1.0,
-    )
-    return (lik + log_prior(torch.as_tensor(u), PRIOR)).numpy()
+    u = torch.as_tensor(u)
+    lik = _pixel_loglik(torch.as_tensor(x), to_theta(u, PRIOR), templates)
+    return (lik + log_prior(u, PRIOR)).numpy()
 
 
 def test_expansion_is_exact_at_its_point_and_close_nearby(pairs):
@@ -125,29 +126,14 @@ def test_expansion_is_exact_at_its_point_and_close_nearby(pairs):
         np.testing.assert_allclose(hess[:, :, j], h, rtol=1e-4, atol=1e-2)
 
 
-def _t_draws(loc, tril, df, n, rng):
-    z = rng.standard_t(df, (n, 6))
-    log_q = np.log(_t_pdf(z, df)).sum(1) - np.log(np.diag(tril)).sum()
-    return loc + z @ tril.T, log_q
-
-
-def _brute(patch, template, res, i, rng, n=8000):
-    """log evidence by importance sampling of the exact log joint, independent of the expansion.
-
-    A pilot of Student-t (ν = 4) draws 1.5 times as wide as the Laplace fit gives the weighted
-    mean and covariance; the estimate comes from a second batch of ν = 5 draws 1.2 times as wide
-    as that (the pilot adapts to a skewed posterior the Laplace fit misses)."""
-    patches = np.repeat(patch[None], n, 0)
-    temps = template[None].expand(n, -1, -1)
-    v, log_q = _t_draws(res.mode[i], 1.5 * res.scale_tril[i], 4, n, rng)
-    lw = _exact_log_joint(patches, temps, v) - log_q
-    w = np.exp(lw - lw.max())
-    w /= w.sum()
-    mean = w @ v
-    cov = (v - mean).T @ ((v - mean) * w[:, None])
-    v, log_q = _t_draws(mean, 1.2 * np.linalg.cholesky(cov), 5, n, rng)
-    lw = _exact_log_joint(patches, temps, v) - log_q
-    return np.logaddexp.reduce(lw) - math.log(n)
+def _brute(patch, template, res, i, rng):
+    """log evidence by importance sampling of the exact log joint, independent of the expansion
+    (:func:`inference.exact.exact_evidence` around the pair's Laplace fit)."""
+    loc, tril = res.mode[i], res.scale_tril[i]
+    ev = exact_evidence(
+        _pixel_loglik, patch, template, loc, tril, PRIOR, rng, pilot=8000, draws=8000
+    )
+    return ev.log_evidence
 
 
 def test_pair_evidence_matches_brute_force_importance_sampling(tiny_bank):
@@ -172,11 +158,6 @@ def test_pair_evidence_matches_brute_force_importance_sampling(tiny_bank):
     n = len(draw.theta)
     ours = res.log_evidence[:n] - res.log_evidence[n:]
     np.testing.assert_allclose(ours, brute[:n] - brute[n:], atol=0.15)
-
-
-def _t_pdf(z, df):
-    norm = math.gamma((df + 1) / 2) / (math.sqrt(df * math.pi) * math.gamma(df / 2))
-    return norm * (1 + z**2 / df) ** (-(df + 1) / 2)
 
 
 def test_evidence_config_and_psis_refuse_nonsense():
