@@ -23,10 +23,10 @@ Prints ``key: value`` lines. Five parts (``--part``, default all but exact):
   divergences, and the time ratio. ``--nuts-out DIR`` keeps every batch as a
   netCDF file and resumes; ``--nuts-shard i/N`` splits the batches over N
   processes (``--threads 1`` each).
-- **exact** — of a ``--nuts-out`` folder, the ``--exact-sites`` sites where
-  NUTS and ours disagree most, against a third reference: their class
-  posterior with every term's θ integral by importance sampling of the exact
-  log joint (no expansion, no chains).
+- **exact** — the NUTS check's sites whose class is uncertain (top class
+  < 0.999 in ours or in NUTS of ``--nuts-out``), against a third reference:
+  their class posterior with every term's θ integral by importance sampling
+  of the exact log joint (no expansion, no chains).
 
 Run: ``python benchmarks/inference.py [--n 10000] [--part NAME]`` (NAME: a part above, or all).
 """
@@ -257,6 +257,7 @@ def _nuts_sites(args, bank, engine) -> dict:
             ours=ev.class_posterior(prior),
             terms=pairs.terms(prior, engine.templates(ev.cset), min_share=1e-8),
             x=torch.from_numpy(draw.patches[rows]),
+            theta=draw.theta[rows],
         )
     return out
 
@@ -346,64 +347,127 @@ def nuts(args, bank, engine) -> None:
 
 
 def exact(args, bank, engine) -> None:
-    """Where NUTS and our posterior disagree most: a third reference decides.
+    """The NUTS check's sites whose class is uncertain, against a third reference.
 
-    The ``--exact-sites`` sites of the ``--nuts-out`` folder with the largest
-    total-variation distance between NUTS and ours; for each, the class
-    posterior from its same terms, every term's evidence by importance sampling
-    of the exact log joint (:mod:`inference.exact`, 8 000 + 16 000 draws) —
-    independent of both the expansion and the Markov chains.
+    Of the ``--nuts-sites`` sites of the NUTS check, those where our class
+    posterior or NUTS's (if ``--nuts-out`` holds it) puts less than 0.999 on
+    its top class — the only sites where a class posterior can be wrong by more
+    than 10⁻³ — up to ``--exact-sites`` of them: their class posterior from the
+    same terms, every term's θ integral by importance sampling of the exact log
+    joint (:mod:`inference.exact`, 8 000 + 16 000 draws), independent of the
+    expansion and of the Markov chains. Against it: ours and NUTS, as total
+    variation and as the error in the log-odds of the top two classes. And for
+    each of those sites and every 10th site of each type, the expansion's own
+    error at its heaviest term (expanded − exact log joint,
+    :mod:`inference.expansion` about the term's mode) over exact posterior
+    draws: posterior mean and sd [nats], split by the true dose.
     """
     from inference.exact import exact_class_posterior
     from inference.nuts import model_loglik
     from prob.classes import CLASSES
 
-    if not args.nuts_out:
-        sys.exit("nuts-out=None: --part exact reads the NUTS results there; expected a folder")
-    rows = [
-        (str(p.attrs["site_type"]), int(s), p.post_nuts.values[i], p.post_ours.values[i])
-        for p in _nuts_parts(Path(args.nuts_out))
-        for i, s in enumerate(p.site.values)
-    ]
-    if not rows:
-        sys.exit(f"nuts-out={args.nuts_out!r}: holds no NUTS results; expected nuts_*.nc files")
-    tv = np.array([0.5 * np.abs(n - o).sum() for _, _, n, o in rows])
-    pick = sorted(np.argsort(-tv, kind="stable")[: args.exact_sites])
+    held = {}
+    if args.nuts_out:
+        for p in _nuts_parts(Path(args.nuts_out)):
+            for i, site in enumerate(p.site.values):
+                held[int(site)] = (p.post_nuts.values[i], p.post_ours.values[i])
     sites = _nuts_sites(args, bank, engine)
+    todo = []
+    for site_type, part in sites.items():
+        for local, site in enumerate(part["rows"]):
+            sure = part["ours"][local].max() >= 0.999
+            if int(site) in held:
+                sure &= held[int(site)][0].max() >= 0.999
+            if not sure:
+                todo.append((int(site), site_type, local))
+    todo = sorted(todo)[: args.exact_sites]
     loglik = model_loglik(engine.model)
-    worst = {"nuts": 0.0, "ours": 0.0, "reproduced": 0.0}
-    for i in pick:
-        site_type, site, post_nuts, post_ours = rows[i]
+    tv = {"ours": [], "nuts": []}
+    lo_err = {"ours": [], "nuts": []}
+    reproduced = 0.0
+    drift = []  # (true dose, posterior mean and sd of the expansion's error)
+    for site, site_type, local in todo:
         part = sites[site_type]
-        local = int(np.nonzero(part["rows"] == site)[0][0])
-        worst["reproduced"] = max(
-            worst["reproduced"], np.abs(part["ours"][local] - post_ours).max()
-        )
         rng = np.random.default_rng([args.seed, site])
         t0 = time.perf_counter()
         post, se = exact_class_posterior(
             loglik, part["x"][local], part["terms"], local, engine.prior, rng, len(CLASSES)
         )
-        to_nuts, to_ours = (
-            0.5 * np.abs(post - post_nuts).sum(),
-            0.5 * np.abs(post - post_ours).sum(),
-        )
-        worst["nuts"], worst["ours"] = max(worst["nuts"], to_nuts), max(worst["ours"], to_ours)
         top = np.argsort(-post)[:2]
+        others = {"ours": part["ours"][local]}
+        if site in held:
+            others["nuts"] = held[site][0]
+            reproduced = max(reproduced, np.abs(held[site][1] - part["ours"][local]).max())
+        text = []
+        for name, q in others.items():
+            tv[name].append(0.5 * np.abs(post - q).sum())
+            lo_err[name].append(abs(_log_odds(q, top) - _log_odds(post, top)))
+            text.append(f"{name} {q[top[0]]:.3f}/{q[top[1]]:.3f} (tv {tv[name][-1]:.4f})")
+        drift.append(_expansion_error(part, local, loglik, engine, rng))
+        mean = drift[-1][1]
         width = int(torch.isfinite(part["terms"].log_w[local]).sum())
         print(
-            f"exact_site_{site}: {site_type}, terms {width}, "
-            f"tv nuts-ours {tv[i]:.4f}, exact-nuts {to_nuts:.4f}, exact-ours {to_ours:.4f} "
-            f"({'/'.join(CLASSES[c] for c in top)}: exact {post[top[0]]:.3f}/{post[top[1]]:.3f}, "
-            f"nuts {post_nuts[top[0]]:.3f}/{post_nuts[top[1]]:.3f}, "
-            f"ours {post_ours[top[0]]:.3f}/{post_ours[top[1]]:.3f}; "
-            f"se {se:.3f} nats, {time.perf_counter() - t0:.0f} s)",
+            f"exact_site_{site}: {site_type}, terms {width}, dose {drift[-1][0]:.3g}, "
+            f"{CLASSES[top[0]]}/{CLASSES[top[1]]} exact {post[top[0]]:.3f}/{post[top[1]]:.3f}, "
+            f"{', '.join(text)}; se {se:.3f} nats; expansion error {mean:+.3f} ± "
+            f"{drift[-1][2]:.3f} nats; {time.perf_counter() - t0:.0f} s",
             flush=True,
         )
-    print(f"exact_sites: {len(pick)} (of {len(rows)}, the largest tv nuts-ours)")
-    print(f"exact_vs_nuts_tv_max: {worst['nuts']:.4f}")
-    print(f"exact_vs_ours_tv_max: {worst['ours']:.4f}")
-    print(f"exact_ours_reproduced_max_abs: {worst['reproduced']:.2e}")
+    drawn = sum(len(p["rows"]) for p in sites.values())
+    print(f"exact_sites: {len(todo)} (of {drawn}: class uncertain; {len(tv['nuts'])} with NUTS)")
+    for name in ("ours", "nuts"):
+        if tv[name]:
+            t, e = np.array(tv[name]), np.array(lo_err[name])
+            print(f"exact_vs_{name}_tv: mean {t.mean():.4f}, max {t.max():.4f}")
+            print(f"exact_vs_{name}_log_odds_error: median {np.median(e):.3f}, max {e.max():.3f}")
+    if held:
+        print(f"exact_ours_reproduced_max_abs: {reproduced:.2e}")
+    for site_type, part in sites.items():  # and on every 10th site, sure or not
+        for local in range(0, len(part["rows"]), 10):
+            site = int(part["rows"][local])
+            if any(site == t[0] for t in todo):
+                continue
+            rng = np.random.default_rng([args.seed, site])
+            drift.append(_expansion_error(part, local, loglik, engine, rng))
+            print(
+                f"expansion_error_site_{site}: {site_type}, dose {drift[-1][0]:.3g}, "
+                f"{drift[-1][1]:+.3f} ± {drift[-1][2]:.3f} nats",
+                flush=True,
+            )
+    drift = np.array(drift).reshape(-1, 3)
+    for name, sel in (("below", drift[:, 0] < 3e5), ("above", drift[:, 0] >= 3e5)):
+        if sel.any():
+            print(
+                f"expansion_error_dose_{name}_3e5: sites {sel.sum()}, |mean| median "
+                f"{np.median(np.abs(drift[sel, 1])):.3f} max {np.abs(drift[sel, 1]).max():.3f}, "
+                f"sd median {np.median(drift[sel, 2]):.3f} max {drift[sel, 2].max():.3f} nats"
+            )
+
+
+def _expansion_error(part, local, loglik, engine, rng) -> tuple[float, float, float]:
+    """(true dose, posterior mean, posterior sd) of the expansion's error at one site:
+    expanded minus exact log joint of its heaviest term, over exact posterior draws."""
+    from inference.exact import exact_evidence
+    from inference.laplace import search
+
+    terms = part["terms"]
+    j = int(np.argmax(terms.share[local]))
+    loc, tril, t = terms.term_loc[local, j], terms.term_tril[local, j], terms.templates[local, j]
+    x = part["x"][local]
+    ref = exact_evidence(loglik, x, t, loc, tril, engine.prior, rng, pilot=4000, draws=8000)
+    flat = x.numpy().reshape(1, -1)
+    found = search(flat, t[None], loc[None], engine.prior, engine.variance, config=engine.config)
+    err = found.expansion.value(ref.draws[None])[0] - ref.log_joint
+    w = np.exp(ref.log_weight - ref.log_weight.max())
+    w /= w.sum()
+    mean = float(w @ err)
+    return float(part["theta"][local, 5]), mean, float(np.sqrt(w @ (err - mean) ** 2))
+
+
+def _log_odds(p: np.ndarray, top) -> float:
+    """log p[top₀] − log p[top₁], clipped at 10⁻¹²."""
+    q = np.clip(p[list(top)], 1e-12, None)
+    return float(np.log(q[0] / q[1]))
 
 
 def _nuts_rank(path: Path | None, terms, local, settings) -> int | None:
@@ -500,7 +564,7 @@ def main() -> None:
     )
     parser.add_argument("--nuts-shard", default="0/1", help="i/N: run every N-th batch")
     parser.add_argument(
-        "--exact-sites", type=int, default=8, help="--part exact: sites it checks (of --nuts-out)"
+        "--exact-sites", type=int, default=50, help="--part exact: at most this many sites"
     )
     parser.add_argument(
         "--nuts-scheme",

@@ -26,11 +26,15 @@ from simulate.renderer import NuisancePrior
 
 @dataclass(frozen=True)
 class ExactEvidence:
-    """One pair's reference log evidence [nats], its Monte-Carlo standard error, the ESS."""
+    """One pair's reference log evidence [nats], its Monte-Carlo standard error, the ESS,
+    and the second batch: draws u (draws, 6), their exact log joint and log weights."""
 
     log_evidence: float
     se: float
     ess: float
+    draws: np.ndarray
+    log_joint: np.ndarray
+    log_weight: np.ndarray
 
 
 def exact_log_joint(loglik, x, template, u, prior: NuisancePrior, chunk: int = 2048):
@@ -63,7 +67,8 @@ def exact_evidence(
     mean = w @ u
     cov = (u - mean).T @ ((u - mean) * w[:, None])
     u, log_q = _t_draws(mean, 1.2 * np.linalg.cholesky(cov), 5, draws, rng)
-    lw = exact_log_joint(loglik, x, template, u, prior) - log_q
+    joint = exact_log_joint(loglik, x, template, u, prior)
+    lw = joint - log_q
     top = lw.max()
     w = np.exp(lw - top)
     mean_w = w.mean()
@@ -72,6 +77,9 @@ def exact_evidence(
         log_evidence=float(top + math.log(mean_w)),
         se=float(se),
         ess=float(w.sum() ** 2 / (w**2).sum()),
+        draws=u,
+        log_joint=joint,
+        log_weight=lw,
     )
 
 
