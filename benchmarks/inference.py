@@ -29,6 +29,7 @@ Prints ``key: value`` lines. Five parts (``--part``, default all but exact):
   of the exact log joint (no expansion, no chains).
 
 Run: ``python benchmarks/inference.py [--n 10000] [--part NAME]`` (NAME: a part above, or all).
+The nuts and exact parts live in benchmarks/inference_checks.py.
 """
 
 from __future__ import annotations
@@ -45,6 +46,18 @@ import warnings
 
 import numpy as np
 import torch
+
+
+def _sibling(name: str):
+    """A module of this folder by file (the folder itself is off sys.path, see above)."""
+    import importlib.util
+
+    path = Path(__file__).with_name(f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 AMBIGUOUS = {"Mo": ("Nb",), "W": ("Ta", "Re")}
 """Host metal → dopants one atomic number away (physically near-indistinguishable)."""
@@ -225,313 +238,6 @@ def amortized(args, bank, engine, guide) -> None:
     print(f"class_head_sites_per_s: {len(types) / t_head:.0f}")
 
 
-def _nuts_sites(args, bank, engine) -> dict:
-    """The NUTS check's sites: per site type, our evidence and the terms NUTS samples.
-
-    ``--nuts-sites`` patches of every grid case (seed ``--seed`` + 5), the context
-    known; per type a dict of the rows, our seconds per site, our class
-    posterior at τ = 1 and the terms (:meth:`inference.posterior.PairTable.terms`)."""
-    from inference.evaluate import bank_cases
-    from inference.posterior import own_case_prior
-    from prob.classes import CLASSES, site_type_of
-    from simulate.renderer import PatchGenerator
-
-    cases = bank_cases(bank)
-    draw = PatchGenerator(bank, seed=args.seed + 5).draw(args.nuts_sites)
-    types = np.array([site_type_of(CLASSES[c]) for c in draw.label])
-    out = {}
-    for site_type in ("metal", "chalcogen"):
-        rows = np.nonzero(types == site_type)[0]
-        if not len(rows):
-            continue
-        own = draw.case[rows]
-        t0 = time.perf_counter()
-        ev, pairs = engine.evidence(
-            draw.patches[rows], site_type, cases, own_case=own, seed=1, return_pairs=True
-        )
-        per_site = (time.perf_counter() - t0) / len(rows)
-        prior = own_case_prior(ev.cset.log_prior("uniform"), own)
-        out[site_type] = dict(
-            rows=rows,
-            per_site=per_site,
-            ours=ev.class_posterior(prior),
-            terms=pairs.terms(prior, engine.templates(ev.cset), min_share=1e-8),
-            x=torch.from_numpy(draw.patches[rows]),
-            theta=draw.theta[rows],
-        )
-    return out
-
-
-def nuts(args, bank, engine) -> None:
-    """NUTS in small batches of sites (:func:`inference.nuts.site_batches`), resumable.
-
-    With ``--nuts-out DIR`` every batch is written there as it finishes and a rerun
-    skips the batches already there; ``--nuts-shard i/N`` runs every N-th batch
-    (N processes share the work; each prints the summary of what is there so far).
-    """
-    from inference.nuts import model_loglik, nuts_batch, site_batches
-    from prob.classes import CLASSES
-    from prob.io import write_netcdf
-
-    shard, shards = (int(v) for v in args.nuts_shard.split("/"))
-    folder = Path(args.nuts_out) if args.nuts_out else None
-    loglik = model_loglik(engine.model)
-    settings = dict(
-        samples=args.nuts_samples,
-        warmup=args.nuts_warmup,
-        chains=args.nuts_chains,
-        seed=args.seed,
-        jit=True,
-        together=not args.nuts_separate,
-        scheme=args.nuts_scheme,
-    )
-    if folder:
-        folder.mkdir(parents=True, exist_ok=True)
-        for part in _nuts_parts(folder):
-            held = {k: part.attrs.get(k) for k in settings if k != "scheme"}
-            if held != {k: str(v) for k, v in settings.items() if k != "scheme"} or int(
-                part.attrs.get("sites_drawn", -1)
-            ) != int(args.nuts_sites):
-                sys.exit(
-                    f"nuts-out={str(folder)!r}: holds a run with other settings "
-                    f"({held}); expected {settings} on {args.nuts_sites} sites"
-                )
-    done, count, todo = [], 0, []
-    for site_type, part in _nuts_sites(args, bank, engine).items():
-        terms = part["terms"]
-        batches = site_batches(terms.log_w, np.full(len(part["rows"]), site_type), args.nuts_batch)
-        part["total"] = len(batches)
-        for k, (local, width) in enumerate(batches):
-            path = folder / f"nuts_{site_type}_{k:03d}.nc" if folder else None
-            mine = count % shards == shard
-            count += 1
-            if not mine:
-                continue
-            rank = _nuts_rank(path, terms, local, settings)
-            if rank is not None:
-                todo.append((rank, site_type, k, local, width, path, part))
-    # batches known unmixed first, then new ones, then reruns under the new scheme
-    for _, site_type, k, local, width, path, part in sorted(todo, key=lambda t: t[:3]):
-        idata_path = None
-        if path is not None and args.nuts_idata:
-            idata_path = path.with_name(path.stem.replace("nuts_", "idata_") + ".nc")
-        ds = nuts_batch(
-            part["x"],
-            part["terms"],
-            local,
-            width,
-            loglik,
-            engine.prior,
-            classes=len(CLASSES),
-            idata_path=idata_path,
-            **settings,
-        )
-        ds = ds.assign_coords(site=part["rows"][local])
-        ds["post_ours"] = (("site", "class"), part["ours"][local])
-        ds.attrs.update(
-            seconds_ours=part["per_site"] * len(local),
-            batches_total=part["total"],
-            sites_drawn=args.nuts_sites,
-            site_type=site_type,
-        )
-        if path is not None:
-            write_netcdf(ds, path)
-        else:
-            done.append(ds)
-        print(
-            f"nuts batch {site_type} {k}: {len(local)} sites, {width} terms, "
-            f"{ds.attrs['seconds']:.0f} s, r-hat {float(ds.rhat.max()):.4f}",
-            flush=True,
-        )
-    nuts_report(_nuts_parts(folder) if folder else done)
-
-
-def exact(args, bank, engine) -> None:
-    """The NUTS check's sites whose class is uncertain, against a third reference.
-
-    Of the ``--nuts-sites`` sites of the NUTS check, those where our class
-    posterior or NUTS's (if ``--nuts-out`` holds it) puts less than 0.999 on
-    its top class — the only sites where a class posterior can be wrong by more
-    than 10⁻³ — up to ``--exact-sites`` of them: their class posterior from the
-    same terms, every term's θ integral by importance sampling of the exact log
-    joint (:mod:`inference.exact`, 8 000 + 16 000 draws), independent of the
-    expansion and of the Markov chains. Against it: ours and NUTS, as total
-    variation and as the error in the log-odds of the top two classes. And for
-    each of those sites and every 10th site of each type, the expansion's own
-    error at its heaviest term (expanded − exact log joint,
-    :mod:`inference.expansion` about the term's mode) over exact posterior
-    draws: posterior mean and sd [nats], split by the true dose.
-    """
-    from inference.exact import exact_class_posterior
-    from inference.nuts import model_loglik
-    from prob.classes import CLASSES
-
-    held = {}
-    if args.nuts_out:
-        for p in _nuts_parts(Path(args.nuts_out)):
-            for i, site in enumerate(p.site.values):
-                held[int(site)] = (p.post_nuts.values[i], p.post_ours.values[i])
-    sites = _nuts_sites(args, bank, engine)
-    todo = []
-    for site_type, part in sites.items():
-        for local, site in enumerate(part["rows"]):
-            sure = part["ours"][local].max() >= 0.999
-            if int(site) in held:
-                sure &= held[int(site)][0].max() >= 0.999
-            if not sure:
-                todo.append((int(site), site_type, local))
-    todo = sorted(todo)[: args.exact_sites]
-    loglik = model_loglik(engine.model)
-    tv = {"ours": [], "nuts": []}
-    lo_err = {"ours": [], "nuts": []}
-    reproduced = 0.0
-    drift = []  # (true dose, posterior mean and sd of the expansion's error)
-    for site, site_type, local in todo:
-        part = sites[site_type]
-        rng = np.random.default_rng([args.seed, site])
-        t0 = time.perf_counter()
-        post, se = exact_class_posterior(
-            loglik, part["x"][local], part["terms"], local, engine.prior, rng, len(CLASSES)
-        )
-        top = np.argsort(-post)[:2]
-        others = {"ours": part["ours"][local]}
-        if site in held:
-            others["nuts"] = held[site][0]
-            reproduced = max(reproduced, np.abs(held[site][1] - part["ours"][local]).max())
-        text = []
-        for name, q in others.items():
-            tv[name].append(0.5 * np.abs(post - q).sum())
-            lo_err[name].append(abs(_log_odds(q, top) - _log_odds(post, top)))
-            text.append(f"{name} {q[top[0]]:.3f}/{q[top[1]]:.3f} (tv {tv[name][-1]:.4f})")
-        drift.append(_expansion_error(part, local, loglik, engine, rng))
-        mean = drift[-1][1]
-        width = int(torch.isfinite(part["terms"].log_w[local]).sum())
-        print(
-            f"exact_site_{site}: {site_type}, terms {width}, dose {drift[-1][0]:.3g}, "
-            f"{CLASSES[top[0]]}/{CLASSES[top[1]]} exact {post[top[0]]:.3f}/{post[top[1]]:.3f}, "
-            f"{', '.join(text)}; se {se:.3f} nats; expansion error {mean:+.3f} ± "
-            f"{drift[-1][2]:.3f} nats; {time.perf_counter() - t0:.0f} s",
-            flush=True,
-        )
-    drawn = sum(len(p["rows"]) for p in sites.values())
-    print(f"exact_sites: {len(todo)} (of {drawn}: class uncertain; {len(tv['nuts'])} with NUTS)")
-    for name in ("ours", "nuts"):
-        if tv[name]:
-            t, e = np.array(tv[name]), np.array(lo_err[name])
-            print(f"exact_vs_{name}_tv: mean {t.mean():.4f}, max {t.max():.4f}")
-            print(f"exact_vs_{name}_log_odds_error: median {np.median(e):.3f}, max {e.max():.3f}")
-    if held:
-        print(f"exact_ours_reproduced_max_abs: {reproduced:.2e}")
-    for site_type, part in sites.items():  # and on every 10th site, sure or not
-        for local in range(0, len(part["rows"]), 10):
-            site = int(part["rows"][local])
-            if any(site == t[0] for t in todo):
-                continue
-            rng = np.random.default_rng([args.seed, site])
-            drift.append(_expansion_error(part, local, loglik, engine, rng))
-            print(
-                f"expansion_error_site_{site}: {site_type}, dose {drift[-1][0]:.3g}, "
-                f"{drift[-1][1]:+.3f} ± {drift[-1][2]:.3f} nats",
-                flush=True,
-            )
-    drift = np.array(drift).reshape(-1, 3)
-    for name, sel in (("below", drift[:, 0] < 3e5), ("above", drift[:, 0] >= 3e5)):
-        if sel.any():
-            print(
-                f"expansion_error_dose_{name}_3e5: sites {sel.sum()}, |mean| median "
-                f"{np.median(np.abs(drift[sel, 1])):.3f} max {np.abs(drift[sel, 1]).max():.3f}, "
-                f"sd median {np.median(drift[sel, 2]):.3f} max {drift[sel, 2].max():.3f} nats"
-            )
-
-
-def _expansion_error(part, local, loglik, engine, rng) -> tuple[float, float, float]:
-    """(true dose, posterior mean, posterior sd) of the expansion's error at one site:
-    expanded minus exact log joint of its heaviest term, over exact posterior draws."""
-    from inference.exact import exact_evidence
-    from inference.laplace import search
-
-    terms = part["terms"]
-    j = int(np.argmax(terms.share[local]))
-    loc, tril, t = terms.term_loc[local, j], terms.term_tril[local, j], terms.templates[local, j]
-    x = part["x"][local]
-    ref = exact_evidence(loglik, x, t, loc, tril, engine.prior, rng, pilot=4000, draws=8000)
-    flat = x.numpy().reshape(1, -1)
-    found = search(flat, t[None], loc[None], engine.prior, engine.variance, config=engine.config)
-    err = found.expansion.value(ref.draws[None])[0] - ref.log_joint
-    w = np.exp(ref.log_weight - ref.log_weight.max())
-    w /= w.sum()
-    mean = float(w @ err)
-    return float(part["theta"][local, 5]), mean, float(np.sqrt(w @ (err - mean) ** 2))
-
-
-def _log_odds(p: np.ndarray, top) -> float:
-    """log p[top₀] − log p[top₁], clipped at 10⁻¹²."""
-    q = np.clip(p[list(top)], 1e-12, None)
-    return float(np.log(q[0] / q[1]))
-
-
-def _nuts_rank(path: Path | None, terms, local, settings) -> int | None:
-    """The order in which a batch is run: None (done), 0 (on disk, stale and with
-    r-hat > 1.01), 1 (not run yet), 2 (on disk, stale).
-
-    A batch on disk run under another scheme (files from before the attr existed
-    count as ``"best"``) stands where each of its sites has one term of share
-    ≥ 1e-3 — a posterior of one mode, which every scheme samples alike (the
-    "best" and mixture whitenings then agree up to terms below that share); with
-    more it is stale.
-    """
-    import xarray as xr
-
-    from inference.nuts import significant_terms
-
-    if path is None or not path.exists():
-        return 1
-    held = xr.load_dataset(path)
-    if held.attrs.get("scheme", "best") == settings["scheme"]:
-        return None
-    if not (significant_terms(terms.share[local]) > 1).any():
-        return None
-    return 0 if float(held.rhat.max()) > 1.01 else 2
-
-
-def _nuts_parts(folder: Path) -> list:
-    import xarray as xr
-
-    return [xr.load_dataset(p) for p in sorted(folder.glob("nuts_*.nc"))]
-
-
-def nuts_report(parts) -> None:
-    """The NUTS lines over the batches `parts` (Datasets of :func:`inference.nuts.nuts_batch`)."""
-    if not parts:
-        print("nuts_sites: 0")
-        return
-    post = np.concatenate([p.post_nuts.values for p in parts])
-    ours = np.concatenate([p.post_ours.values for p in parts])
-    rhat = np.concatenate([p.rhat.values for p in parts])
-    ess = np.concatenate([p.ess_bulk.values for p in parts])
-    tv = 0.5 * np.abs(post - ours).sum(1)
-    t_nuts = sum(float(p.attrs["seconds"]) for p in parts)
-    t_ours = sum(float(p.attrs["seconds_ours"]) for p in parts)
-    totals = {p.attrs.get("site_type"): int(p.attrs["batches_total"]) for p in parts}
-    scheme = [p.attrs.get("scheme", "best") for p in parts for _ in p.site.values]
-    scheme = {w: scheme.count(w) for w in sorted(set(scheme))}
-    print(f"nuts_sites: {len(tv)} (batches {len(parts)}; per type of {totals})")
-    print(f"nuts_sites_by_scheme: {scheme}")
-    print(f"nuts_tv_distance: {tv.mean():.4f}")
-    print(f"nuts_tv_distance_max: {tv.max():.4f}")
-    print(f"nuts_tv_distance_p95: {np.quantile(tv, 0.95):.4f}")
-    print(f"rhat_max: {rhat.max():.4f}")
-    print(f"rhat_median: {np.median(rhat):.4f}")
-    print(f"frac_sites_rhat_gt_1_01: {np.mean(rhat > 1.01):.4f}")
-    print(f"ess_bulk_min: {ess.min():.0f}")
-    print(f"nuts_divergences: {sum(int(p.divergences.values[0]) for p in parts)}")
-    jumps = [p.jump_accept.values for p in parts if "jump_accept" in p]
-    if jumps:
-        jumps = np.concatenate(jumps)
-        print(f"jump_accept_median: {np.median(jumps):.3f} (min {jumps.min():.3f})")
-    print(f"nuts_speed_ratio: {t_nuts / max(t_ours, 1e-9):.1f}")
-
-
 def main() -> None:
     from inference.commands import load_engine
     from prob.io import read_netcdf
@@ -583,8 +289,9 @@ def main() -> None:
     if args.report:
         report(read_netcdf(args.report))
         return
+    checks = _sibling("inference_checks")
     if args.nuts_report:
-        nuts_report(_nuts_parts(Path(args.nuts_report)))
+        checks.nuts_report(checks.nuts_parts(Path(args.nuts_report)))
         return
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -597,9 +304,9 @@ def main() -> None:
     if args.part in ("all", "amortized"):
         amortized(args, bank, engine, guide)
     if args.part in ("all", "nuts"):
-        nuts(args, bank, engine)
+        checks.nuts(args, bank, engine)
     if args.part == "exact":
-        exact(args, bank, engine)
+        checks.exact(args, bank, engine)
     print(f"benchmark_seconds: {time.perf_counter() - start:.0f}")
 
 

@@ -109,6 +109,32 @@ def exact_class_posterior(loglik, x, terms, row: int, prior, rng, classes: int, 
     return post, max(ses)
 
 
+def expansion_error(loglik, x, template, loc, tril, engine, rng, *, pilot=4000, draws=8000):
+    """(posterior mean, posterior sd) [nats] of the expansion's error at one pair:
+    the expanded log joint (:mod:`inference.expansion`, about the mode a search from
+    `loc` finds with `engine`'s noise variance and settings) minus the exact one,
+    over the draws of :func:`exact_evidence` weighted to the exact posterior."""
+    from inference.laplace import search
+
+    ref = exact_evidence(
+        loglik, x, template, loc, tril, engine.prior, rng, pilot=pilot, draws=draws
+    )
+    flat = np.asarray(x, dtype=np.float64).reshape(1, -1)
+    found = search(
+        flat,
+        template[None],
+        np.asarray(loc)[None],
+        engine.prior,
+        engine.variance,
+        config=engine.config,
+    )
+    err = found.expansion.value(ref.draws[None])[0] - ref.log_joint
+    w = np.exp(ref.log_weight - ref.log_weight.max())
+    w /= w.sum()
+    mean = float(w @ err)
+    return mean, float(np.sqrt(w @ (err - mean) ** 2))
+
+
 def _t_draws(loc, tril, df: float, n: int, rng):
     """n multivariate Student-t draws (independent coordinates in the whitened frame)
     and their log density."""
