@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from inference.images import Image
 from inference.posterior import PosteriorEngine, SiteEvidence, _logsumexp
 from inference.sites import Sites, cut_patches, find_sites
-from prob.classes import CLASSES, classes_of
+from prob.classes import CLASSES, applies, classes_of
 from prob.context import Context
 from prob.datasets import site_posterior
 from prob.grid import Case, consistent_cases
@@ -212,7 +212,8 @@ def _posteriors(evidence, cases, flagged, overrides, temperature, n):
         post_m = np.exp(log_m - _logsumexp(log_m, axis=0))
         case_post[name] = post_m
         for rows, ev, lj, per_case in per_type.values():
-            cond = np.exp(lj - per_case[..., None])  # p(c | x_i, m)
+            with np.errstate(invalid="ignore"):  # −∞ − (−∞) where a case allows nothing
+                cond = np.exp(lj - per_case[..., None])  # p(c | x_i, m)
             mixed = np.nan_to_num(np.einsum("m,smc->sc", post_m, np.nan_to_num(cond)))
             cols = [CLASSES.index(c) for c in ev.cset.labels]
             probability[k][np.ix_(rows, cols)] = mixed / mixed.sum(1, keepdims=True)
@@ -331,6 +332,7 @@ def _concatenate(parts: list[SiteEvidence]) -> SiteEvidence:
 def summarise(ds: xr.Dataset, *, seed: int = 0, draws: int = 2000) -> dict:
     """Counts per MAP class and 95 % credible intervals of defect fractions (context-aware)."""
     rng = np.random.default_rng(seed)
+    context = Context.from_attrs(ds.attrs)
     p = ds["probability"].sel(prior="context_aware").values
     flagged = ds["edge"].values | ds["contaminated"].values | ds["off_lattice"].values
     use = ~flagged
@@ -353,6 +355,8 @@ def summarise(ds: xr.Dataset, *, seed: int = 0, draws: int = 2000) -> dict:
         drawn = (u > cum[None]).sum(2)  # class index per draw and site
         labels = classes_of(site_type)
         for target in targets:
+            if not applies(target, context):
+                continue  # the context rules the class out (e.g. XS with no substituent)
             count = (drawn == labels.index(target)).sum(1)
             fraction = rng.beta(1 + count, 1 + len(q) - count)
             lo, mid, hi = np.quantile(fraction, [0.025, 0.5, 0.975])

@@ -83,3 +83,37 @@ def test_neighbour_field_places_the_neighbours_where_the_templates_have_them(cla
     i = int(np.argmin(np.where(nf.affected & (sites.site_type == "metal"), reach, np.inf)))
     pair = engine.templates(candidate_set("chalcogen", [case])).numpy()[0, 0].max()
     assert 0.5 * pair < -off[i, 0].min() < 1.5 * pair
+
+
+def test_summary_fractions_count_the_drawn_classes_and_skip_impossible_ones():
+    import xarray as xr
+
+    from inference.classify import summarise
+    from prob.context import Context
+    from prob.datasets import site_posterior
+
+    n_metal, n_chalc = 40, 30
+    p = np.zeros((2, n_metal + n_chalc, len(CLASSES)))
+    p[:, :n_metal, CLASSES.index("M")] = 1.0
+    p[:, :10, CLASSES.index("M")], p[:, :10, CLASSES.index("D")] = 0.0, 1.0  # 10 sure dopants
+    p[:, n_metal:, CLASSES.index("X2")] = 1.0  # no XS anywhere: the context rules it out
+    n = n_metal + n_chalc
+    ds = site_posterior(
+        p,
+        x=np.arange(n, dtype=float),
+        y=np.zeros(n),
+        site_type=["metal"] * n_metal + ["chalcogen"] * n_chalc,
+        theta_mean=np.zeros((n, 6)),
+        theta_sd=np.zeros((n, 6)),
+        pareto_k=np.zeros(n),
+        context=Context.from_host("MoS2", dopant="Re", substituent="none"),
+    )
+    for name in ("edge", "contaminated", "off_lattice", "khat_flag"):
+        ds[name] = ("site", np.zeros(n, dtype=bool))
+    ds["edge"] = xr.where(ds["site"] == n - 1, True, ds["edge"])  # one flagged site
+    out = summarise(ds, seed=1)
+    assert out["sites_used"] == n - 1 and out["counts"]["D"] == 10 and out["counts"]["M"] == 30
+    d = out["fractions"]["D"]
+    assert d["expected_count"] == pytest.approx(10.0) and d["of_sites"] == n_metal
+    assert d["ci95"][0] < 10 / 40 < d["ci95"][1] and d["median"] == pytest.approx(11 / 42, abs=0.02)
+    assert "XS" not in out["fractions"] and "VM" in out["fractions"]
