@@ -55,9 +55,12 @@ def nuts(args, bank, engine) -> None:
     """NUTS in small batches of sites (:func:`inference.nuts.site_batches`), resumable.
 
     With ``--nuts-out DIR`` every batch is written there as it finishes and a rerun
-    skips the batches already there; ``--nuts-shard i/N`` runs every N-th batch
+    skips the sites already there (found by site, refreshing their ``post_ours`` to the
+    engine as it is); ``--nuts-shard i/N`` runs every N-th batch
     (N processes share the work; each prints the summary of what is there so far).
     """
+    import xarray as xr
+
     from inference.nuts import model_loglik, nuts_batch, site_batches
     from prob.classes import CLASSES
     from prob.io import write_netcdf
@@ -85,22 +88,44 @@ def nuts(args, bank, engine) -> None:
                     f"nuts-out={str(folder)!r}: holds a run with other settings "
                     f"({held}); expected {settings} on {args.nuts_sites} sites"
                 )
+    stored = _stored_sites(folder)
     done, count, todo = [], 0, []
     for site_type, part in _nuts_sites(args, bank, engine).items():
-        terms = part["terms"]
-        batches = site_batches(terms.log_w, np.full(len(part["rows"]), site_type), args.nuts_batch)
-        part["total"] = len(batches)
-        for k, (local, width) in enumerate(batches):
-            path = folder / f"nuts_{site_type}_{k:03d}.nc" if folder else None
+        terms, rows = part["terms"], part["rows"]
+        index = {int(site): i for i, site in enumerate(rows)}
+        kinds = np.full(len(rows), site_type)
+        # batches on disk, found by their sites (our terms, and with them the batching
+        # by term count, move when the engine changes; the NUTS draws do not)
+        held = sorted({stored[int(site)] for site in rows if int(site) in stored})
+        for path in held:
+            ds = xr.load_dataset(path)
+            local = np.array([index[int(site)] for site in ds.site.values])
+            _refresh_ours(ds, path, part, local)
+            rank = _stale_rank(ds, terms, local, settings)
+            if rank is None:
+                continue
+            for j, (sub, width) in enumerate(site_batches(terms.log_w[local], kinds[local], 99)):
+                target = path if j == 0 else _free_path(folder, site_type, reserve=todo)
+                first = int(rows[local[sub[0]]])
+                todo.append((rank, site_type, first, local[sub], width, target, part))
+        fresh = np.array([i for i, site in enumerate(rows) if int(site) not in stored], dtype=int)
+        batches = site_batches(terms.log_w[fresh], kinds[fresh], args.nuts_batch)
+        part["total"] = len(held) + len(batches)
+        for sub, width in batches:
             mine = count % shards == shard
             count += 1
-            if not mine:
-                continue
-            rank = _nuts_rank(path, terms, local, settings)
-            if rank is not None:
-                todo.append((rank, site_type, k, local, width, path, part))
+            if mine:
+                local = fresh[sub]
+                path = _free_path(folder, site_type, reserve=todo) if folder else None
+                todo.append((1, site_type, int(rows[local[0]]), local, width, path, part))
     # batches known unmixed first, then new ones, then reruns under the new scheme
     for _, site_type, k, local, width, path, part in sorted(todo, key=lambda t: t[:3]):
+        if (
+            path is not None
+            and path.exists()
+            and set(xr.load_dataset(path).site.values) != set(part["rows"][local])
+        ):
+            sys.exit(f"nuts-out: {str(path)!r} holds other sites; refusing to overwrite")
         idata_path = None
         if path is not None and args.nuts_idata:
             idata_path = path.with_name(path.stem.replace("nuts_", "idata_") + ".nc")
@@ -258,28 +283,56 @@ def _log_odds(p: np.ndarray, top) -> float:
     return float(np.log(q[0] / q[1]))
 
 
-def _nuts_rank(path: Path | None, terms, local, settings) -> int | None:
-    """The order in which a batch is run: None (done), 0 (on disk, stale and with
-    r-hat > 1.01), 1 (not run yet), 2 (on disk, stale).
-
-    A batch on disk run under another scheme (files from before the attr existed
-    count as ``"best"``) stands where each of its sites has one term of share
-    ≥ 1e-3 — a posterior of one mode, which every scheme samples alike (the
-    "best" and mixture whitenings then agree up to terms below that share); with
-    more it is stale.
-    """
+def _stored_sites(folder: Path | None) -> dict:
+    """Site → the batch file under `folder` that holds it."""
     import xarray as xr
 
+    out = {}
+    for path in sorted(folder.glob("nuts_*.nc")) if folder else ():
+        for site in xr.load_dataset(path).site.values:
+            out[int(site)] = path
+    return out
+
+
+def _free_path(folder: Path, site_type: str, reserve=()) -> Path:
+    """The first ``nuts_<type>_<k>.nc`` under `folder` neither on disk nor in `reserve`."""
+    taken = {t[5] for t in reserve}
+    k = 0
+    while (path := folder / f"nuts_{site_type}_{k:03d}.nc").exists() or path in taken:
+        k += 1
+    return path
+
+
+def _stale_rank(held, terms, local, settings) -> int | None:
+    """When a stored batch `held` is rerun: None (it stands), 0 (stale, r-hat > 1.01),
+    2 (stale); new batches come between, at 1.
+
+    A batch run under another scheme (files from before the attr existed count as
+    ``"best"``) stands where each of its sites has one term of share ≥ 1e-3 — a
+    posterior of one mode, which every scheme samples alike (the "best" and mixture
+    whitenings then agree up to terms below that share); with more it is stale.
+    """
     from inference.nuts import significant_terms
 
-    if path is None or not path.exists():
-        return 1
-    held = xr.load_dataset(path)
     if held.attrs.get("scheme", "best") == settings["scheme"]:
         return None
     if not (significant_terms(terms.share[local]) > 1).any():
         return None
     return 0 if float(held.rhat.max()) > 1.01 else 2
+
+
+def _refresh_ours(held, path: Path, part, local) -> None:
+    """Rewrite a stored batch's ``post_ours`` and ``seconds_ours`` where our engine now
+    gives another class posterior (its NUTS draws do not depend on the engine), so that
+    the report compares NUTS with the code as it is."""
+    from prob.io import write_netcdf
+
+    ours = part["ours"][local]
+    if np.abs(held.post_ours.values - ours).max() <= 1e-9:
+        return
+    held["post_ours"] = (("site", "class"), ours)
+    held.attrs["seconds_ours"] = part["per_site"] * len(local)
+    write_netcdf(held, path)
 
 
 def nuts_parts(folder: Path) -> list:

@@ -14,9 +14,20 @@ moments of the count given the pixel, E[k | y] and Var[k | y]:
 and, with κ₃ the third central moment of k given y, the third derivatives
 (κ₃ − 3 Var + 2 E)/λ³ [λλλ], (κ₃ − Var)/(λ² v) [λλy], κ₃/(λ v²) [λyy], κ₃/v³ [yyy].
 
-The sum over k runs over the same window as :func:`likelihood.noise.poisson_gaussian_logpdf`
-(4.5 read-noise sd either side of y), term ratios by recursion so that each
-pixel costs two logarithms and one exponential.
+The value ℓ sums k over the same window as :func:`likelihood.noise.poisson_gaussian_logpdf`
+(4.5 read-noise sd either side of y). The derivatives are those of the density's
+*smooth part*, which is what the expansion needs: it extrapolates each pixel
+over tens of counts at high dose, where the true third derivatives are
+O(1/λ²), and two things at the point are larger than that — the 4.5-sd
+window's truncation (its d³ℓ/dy³ is 15 % off at λ = 170 counts, and at 600 a
+third of the full sum's),
+and the ripple of the count lattice, period 1 in y, which the read noise
+damps in ℓ to 2·exp(−2π²v) but which is (2π)³ times larger in the third
+derivative. So the moments sum over a wider window (:data:`MOMENT_SD`), and the third
+derivatives are averaged at y ∓ ¼ count, where the ripple's first harmonic cancels. Before
+this the pixel sums put up to ±2 nats of error along the dose direction at
+8·10⁵ e/Å² (:func:`inference.exact.expansion_error`).
+Term ratios come by recursion: a few logarithms and exponentials per pixel.
 
 :func:`gauss_stats` gives the same six numbers for the moment-matched Gaussian
 N(λ, λ + v) — a cheap stand-in for the first rounds of the mode search, never
@@ -47,9 +58,15 @@ LOG_FACTORIAL = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, _TABLE + 1)
 INVERSE = 1.0 / np.arange(1, _TABLE + 64, dtype=np.float64)  # INVERSE[k] = 1 / (k + 1)
 
 
-def window(variance: float) -> int:
-    """Half-width of the count window [counts] for noise variance `variance`."""
-    return max(2, math.ceil(4.5 * math.sqrt(variance)))
+MOMENT_SD = 8.0
+"""Half-width of the moments' count window [read-noise sd]: the Gaussian weight left out,
+exp(−32), is far below anything the third derivatives carry."""
+
+
+def window(variance: float, sd: float = 4.5) -> int:
+    """Half-width of the count window [counts] for noise variance `variance`: `sd` read-noise
+    sd (4.5, the likelihood's own window, by default)."""
+    return max(2, math.ceil(sd * math.sqrt(variance)))
 
 
 @nb.njit(fastmath=True, inline="always", cache=True)
@@ -63,10 +80,72 @@ def _constants(variance, half):  # pragma: no cover - compiled
 
 
 @nb.njit(fastmath=True, inline="always", cache=True)
+def _sums(yi, li, variance, k0, width, n0, n1, cpow, log_factorial, inverse):  # pragma: no cover
+    """One pass over k = k0 + j, j < width, with w_j the term ratio to k0's: k0's own log
+    term (without the normalising constant); Σ_{n0 ≤ j ≤ n1} w_j (the value's window);
+    Σ w_j j^m (m = 0…2); and Σ w_j τ^(±j) j^m (m = 0…3), τ = exp(1/(4v)) — the same
+    sums at y ± ¼ count, where the weights tilt by exp(±k/(4v))."""
+    d0 = yi - k0
+    a = li * math.exp(d0 / variance - 0.5 / variance)
+    tau = math.exp(0.25 / variance)
+    e = 1.0
+    tp = 1.0
+    tm = 1.0
+    n = 1.0 if n0 == 0 else 0.0
+    s0 = 1.0
+    s1 = 0.0
+    s2 = 0.0
+    p0 = 1.0
+    p1 = 0.0
+    p2 = 0.0
+    p3 = 0.0
+    m0 = 1.0
+    m1 = 0.0
+    m2 = 0.0
+    m3 = 0.0
+    table = k0 + width < log_factorial.size - 1
+    for j in range(1, width):
+        if table:
+            e = e * (a * inverse[k0 + j - 1] * cpow[j - 1])
+        else:
+            e = e * (a / (k0 + j) * cpow[j - 1])
+        if n0 <= j <= n1:
+            n += e
+        s0 += e
+        s1 += e * j
+        s2 += e * (j * j)
+        tp *= tau
+        tm /= tau
+        ep = e * tp
+        em = e * tm
+        p0 += ep
+        p1 += ep * j
+        p2 += ep * (j * j)
+        p3 += ep * (j * j * j)
+        m0 += em
+        m1 += em * j
+        m2 += em * (j * j)
+        m3 += em * (j * j * j)
+    lf = log_factorial[k0] if table else math.lgamma(k0 + 1.0)
+    log0 = k0 * math.log(li) - li - lf - 0.5 * d0 * d0 / variance
+    return log0, n, s0, s1, s2, p0, p1, p2, p3, m0, m1, m2, m3
+
+
+@nb.njit(fastmath=True, inline="always", cache=True)
 def _pixel(
-    yi, li, variance, half, cpow, lognorm, log_factorial, inverse, exact
+    yi, li, variance, half, wide, cpow, lognorm, log_factorial, inverse, exact
 ):  # pragma: no cover
-    """The ten :data:`STATS` of one pixel (exact Poisson–Gaussian, or moment-matched Gaussian)."""
+    """The ten :data:`STATS` of one pixel (exact Poisson–Gaussian, or moment-matched Gaussian).
+
+    ℓ at y over the likelihood's window (half-width `half`); the first and second
+    derivatives at y over the window of half-width `wide`; the third derivatives as the
+    mean of those at y ∓ ¼ count over that window, which cancels the counts' lattice
+    ripple (period 1 in y, amplitude 2·exp(−2π²v) in ℓ but (2π)³ times that in
+    d³ℓ/dy³ — as large as the smooth third derivative at a few hundred counts) and
+    leaves the smooth part to O(ℓ⁽⁵⁾/32). In the lower orders the ripple is
+    (2π)² or 2π times its size in ℓ, far below their smooth parts, and the shift's
+    bias would cost the curvature a few per cent at a count or two.
+    """
     if not exact:
         li = max(li, 0.0)
         d = li + variance
@@ -84,62 +163,54 @@ def _pixel(
             0.0,
         )
     li = max(li, 1e-12)
-    width = 2 * half + 1
+    v = variance
     r = round(yi)
     k0 = int(r) - half if r > half else 0
-    d0 = yi - k0
-    a = li * math.exp(d0 / variance - 0.5 / variance)
-    e = 1.0
-    s0 = 1.0
-    s1 = 0.0
-    s2 = 0.0
-    s3 = 0.0
-    if k0 + width < log_factorial.size - 1:
-        for j in range(1, width):
-            e = e * (a * inverse[k0 + j - 1] * cpow[j - 1])
-            s0 += e
-            s1 += e * j
-            s2 += e * (j * j)
-            s3 += e * (j * j * j)
-        lf = log_factorial[k0]
-    else:
-        for j in range(1, width):
-            e = e * (a / (k0 + j) * cpow[j - 1])
-            s0 += e
-            s1 += e * j
-            s2 += e * (j * j)
-            s3 += e * (j * j * j)
-        lf = math.lgamma(k0 + 1.0)
-    mean = s1 / s0
-    var_k = max(s2 / s0 - mean * mean, 0.0)
-    k3 = s3 / s0 - 3.0 * mean * (s2 / s0) + 2.0 * mean**3
-    ek = k0 + mean
-    v = variance
+    kw = int(r) - wide if r > wide else 0
+    log0, n, t0, t1, t2, p0, p1, p2, p3, m0, m1, m2, m3 = _sums(
+        yi, li, v, kw, 2 * wide + 1, k0 - kw, k0 - kw + 2 * half, cpow, log_factorial, inverse
+    )
+    mean = t1 / t0
+    var_k = max(t2 / t0 - mean * mean, 0.0)
+    ek = kw + mean
+    out6 = 0.0
+    out7 = 0.0
+    out8 = 0.0
+    out9 = 0.0
+    for u0, u1, u2, u3 in ((p0, p1, p2, p3), (m0, m1, m2, m3)):
+        m = u1 / u0
+        var_s = max(u2 / u0 - m * m, 0.0)
+        k3 = u3 / u0 - 3.0 * m * (u2 / u0) + 2.0 * m**3
+        es = kw + m
+        out6 += (k3 - 3.0 * var_s + 2.0 * es) / (li * li * li)
+        out7 += (k3 - var_s) / (li * li * v)
+        out8 += k3 / (li * v * v)
+        out9 += k3 / (v * v * v)
     return (
-        k0 * math.log(li) - li - lf - 0.5 * d0 * d0 / v + math.log(s0) + lognorm,
+        log0 + math.log(n) + lognorm,
         ek / li - 1.0,
         -(yi - ek) / v,
         (var_k - ek) / (li * li),
         var_k / (li * v),
         -1.0 / v + var_k / (v * v),
-        (k3 - 3.0 * var_k + 2.0 * ek) / (li * li * li),
-        (k3 - var_k) / (li * li * v),
-        k3 / (li * v * v),
-        k3 / (v * v * v),
+        0.5 * out6,
+        0.5 * out7,
+        0.5 * out8,
+        0.5 * out9,
     )
 
 
 @nb.njit(fastmath=True, parallel=True, cache=True)
-def _stats(y, lam, variance, half, log_factorial, inverse, exact, out):  # pragma: no cover
-    cpow, lognorm = _constants(variance, half)
+def _stats(y, lam, variance, half, wide, log_factorial, inverse, exact, out):  # pragma: no cover
+    cpow, lognorm = _constants(variance, wide)
     for i in nb.prange(y.size):
-        r = _pixel(y[i], lam[i], variance, half, cpow, lognorm, log_factorial, inverse, exact)
+        r = _pixel(y[i], lam[i], variance, half, wide, cpow, lognorm, log_factorial, inverse, exact)
         for j in range(10):
             out[i, j] = r[j]
 
 
 @nb.njit(fastmath=True, parallel=True, cache=True)
-def _accumulate(x, images, z0, variance, half, log_factorial, inverse, exact, value, g, m, t):
+def _accumulate(x, images, z0, variance, half, wide, log_factorial, inverse, exact, value, g, m, t):
     # pragma: no cover - compiled
     n, pixels = x.shape
     n_img = images.shape[1]  # 10: μ, 3 first and 6 second derivatives
@@ -149,7 +220,7 @@ def _accumulate(x, images, z0, variance, half, log_factorial, inverse, exact, va
     order[0], order[1], order[2], order[3], order[4] = 0, 1, 2, 3, -1
     for j in range(5, nb_):
         order[j] = j - 1
-    cpow, lognorm = _constants(variance, half)
+    cpow, lognorm = _constants(variance, wide)
     for p in nb.prange(n):
         b = np.empty(nz)
         gl = np.zeros(nz)
@@ -166,7 +237,16 @@ def _accumulate(x, images, z0, variance, half, log_factorial, inverse, exact, va
             xk = x[p, k]
             b[nz - 1] = xk  # y = x·s: the s-direction's "basis" is x itself
             r = _pixel(
-                xk * scale, lam, variance, half, cpow, lognorm, log_factorial, inverse, exact
+                xk * scale,
+                lam,
+                variance,
+                half,
+                wide,
+                cpow,
+                lognorm,
+                log_factorial,
+                inverse,
+                exact,
             )
             total += r[0]
             for i in range(nb_):
@@ -237,6 +317,7 @@ def accumulate(x, images, z0, variance: float, *, exact: bool):
         z0,
         float(variance),
         window(variance),
+        window(variance, MOMENT_SD),
         LOG_FACTORIAL,
         INVERSE,
         exact,
@@ -270,6 +351,7 @@ def pixel_stats(y: np.ndarray, lam: np.ndarray, variance: float, *, exact: bool 
         lam.ravel(),
         float(variance),
         window(variance),
+        window(variance, MOMENT_SD),
         LOG_FACTORIAL,
         INVERSE,
         bool(exact),
