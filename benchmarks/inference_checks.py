@@ -77,9 +77,11 @@ def nuts(args, bank, engine) -> None:
         together=not args.nuts_separate,
         scheme=args.nuts_scheme,
     )
+    files = {}  # batch file → its Dataset, each read once
     if folder:
         folder.mkdir(parents=True, exist_ok=True)
-        for part in nuts_parts(folder):
+        files = {path: xr.load_dataset(path) for path in sorted(folder.glob("nuts_*.nc"))}
+        for part in files.values():
             held = {k: part.attrs.get(k) for k in settings if k != "scheme"}
             if held != {k: str(v) for k, v in settings.items() if k != "scheme"} or int(
                 part.attrs.get("sites_drawn", -1)
@@ -88,7 +90,7 @@ def nuts(args, bank, engine) -> None:
                     f"nuts-out={str(folder)!r}: holds a run with other settings "
                     f"({held}); expected {settings} on {args.nuts_sites} sites"
                 )
-    stored = _stored_sites(folder)
+    stored = {int(site): path for path, ds in files.items() for site in ds.site.values}
     done, count, todo = [], 0, []
     for site_type, part in _nuts_sites(args, bank, engine).items():
         terms, rows = part["terms"], part["rows"]
@@ -98,7 +100,7 @@ def nuts(args, bank, engine) -> None:
         # by term count, move when the engine changes; the NUTS draws do not)
         held = sorted({stored[int(site)] for site in rows if int(site) in stored})
         for path in held:
-            ds = xr.load_dataset(path)
+            ds = files[path]
             local = np.array([index[int(site)] for site in ds.site.values])
             _refresh_ours(ds, path, part, local)
             rank = _stale_rank(ds, terms, local, settings)
@@ -281,17 +283,6 @@ def _log_odds(p: np.ndarray, top) -> float:
     """log p[top₀] − log p[top₁], clipped at 10⁻¹²."""
     q = np.clip(p[list(top)], 1e-12, None)
     return float(np.log(q[0] / q[1]))
-
-
-def _stored_sites(folder: Path | None) -> dict:
-    """Site → the batch file under `folder` that holds it."""
-    import xarray as xr
-
-    out = {}
-    for path in sorted(folder.glob("nuts_*.nc")) if folder else ():
-        for site in xr.load_dataset(path).site.values:
-            out[int(site)] = path
-    return out
 
 
 def _free_path(folder: Path, site_type: str, reserve=()) -> Path:

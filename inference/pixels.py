@@ -14,20 +14,21 @@ moments of the count given the pixel, E[k | y] and Var[k | y]:
 and, with κ₃ the third central moment of k given y, the third derivatives
 (κ₃ − 3 Var + 2 E)/λ³ [λλλ], (κ₃ − Var)/(λ² v) [λλy], κ₃/(λ v²) [λyy], κ₃/v³ [yyy].
 
-The value ℓ sums k over the same window as :func:`likelihood.noise.poisson_gaussian_logpdf`
-(4.5 read-noise sd either side of y). The derivatives are those of the density's
-*smooth part*, which is what the expansion needs: it extrapolates each pixel
-over tens of counts at high dose, where the true third derivatives are
-O(1/λ²), and two things at the point are larger than that — the 4.5-sd
-window's truncation (its d³ℓ/dy³ is 15 % off at λ = 170 counts, and at 600 a
-third of the full sum's),
-and the ripple of the count lattice, period 1 in y, which the read noise
-damps in ℓ to 2·exp(−2π²v) but which is (2π)³ times larger in the third
-derivative. So the moments sum over a wider window (:data:`MOMENT_SD`), and the third
-derivatives are averaged at y ∓ ¼ count, where the ripple's first harmonic cancels. Before
-this the pixel sums put up to ±2 nats of error along the dose direction at
-8·10⁵ e/Å² (:func:`inference.exact.expansion_error`).
-Term ratios come by recursion: a few logarithms and exponentials per pixel.
+The value ℓ sums k over the same window as
+:func:`likelihood.noise.poisson_gaussian_logpdf` (4.5 read-noise sd either side
+of y). The derivatives are those of the density's *smooth part*, which is what
+the expansion needs: it extrapolates each pixel over tens of counts at high
+dose, where the true third derivatives are O(1/λ²), and two things at the point
+are larger than that — the 4.5-sd window's truncation (its d³ℓ/dy³ is 15 % off
+at λ = 170 counts, and at 600 a third of the full sum's), and the ripple of the
+count lattice, period 1 in y, which the read noise damps in ℓ to 2·exp(−2π²v)
+but which is (2π)³ times larger in the third derivative. So the moments sum
+over a wider window (:data:`MOMENT_SD`), and the third derivatives are averaged
+at y ∓ ¼ count, where the ripple's first harmonic cancels (:func:`_pixel`).
+Before this the pixel sums put up to ±2 nats of error along the dose direction
+at 8·10⁵ e/Å² (:func:`inference.exact.expansion_error`). Term ratios come by
+recursion, and the shifted sums are the same terms tilted by exp(±k/(4v)): one
+pass over the window per pixel.
 
 :func:`gauss_stats` gives the same six numbers for the moment-matched Gaussian
 N(λ, λ + v) — a cheap stand-in for the first rounds of the mode search, never

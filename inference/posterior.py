@@ -304,14 +304,12 @@ class PosteriorEngine:
             u1, quick = first_round(
                 flat[site[idx]], pair_t(idx), u0[idx], self.prior, self.variance
             )
-            u_alt = np.full_like(u0, np.nan)
-            u_alt[near] = u_anchor
             dropped = ~_within(quick, site[idx], len(xs), self.screen)
             alt = np.nonzero(dropped & near[idx] & ~is_anchor[idx] & ~better[idx])[0]
             if len(alt):
                 j = idx[alt]
                 u1_a, quick_a = first_round(
-                    flat[site[j]], pair_t(j), u_alt[j], self.prior, self.variance
+                    flat[site[j]], pair_t(j), found.mode[where[j]], self.prior, self.variance
                 )
                 gain = quick_a > quick[alt]
                 quick[alt] = np.where(gain, quick_a, quick[alt])
