@@ -3,30 +3,57 @@
 Same physics, same conventions: a Gaussian blur of rms σ [Å] and a shift of the
 content by (dx, dy) [Å], applied as an exact periodic filter over the template
 window, keeping the central patch. Tested equal to the numpy renderer.
+
+The filter matrices come from one matrix product: their entries are the inverse
+DFT of the transfer function at the lag of each (patch row, window column), and
+the transfer is Hermitian, so A = Re H · C + Im H · S over the non-negative
+frequencies, with C, S the cosine and sine of every lag, fixed once.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
+import numpy as np
 import torch
 
 from simulate.renderer import PATCH
 from simulate.templates import SAMPLING, WINDOW
 
+HALF = WINDOW // 2 + 1  # non-negative frequencies (WINDOW odd: no Nyquist term)
+
+
+@functools.cache
+def _lag_basis(dtype: torch.dtype) -> torch.Tensor:
+    """(2·HALF, PATCH·WINDOW): [C; S] with A[r, c] = Σ_f Re H_f C_f,rc + Im H_f S_f,rc."""
+    first = (WINDOW - PATCH) // 2
+    lag = (first + np.arange(PATCH)[:, None] - np.arange(WINDOW)[None, :]) % WINDOW
+    j = np.arange(HALF)[:, None, None]
+    weight = np.where(j == 0, 1.0, 2.0) / WINDOW  # the negative frequencies folded in
+    angle = 2 * np.pi * j * lag[None] / WINDOW
+    basis = np.concatenate([weight * np.cos(angle), -weight * np.sin(angle)])
+    return torch.from_numpy(basis.reshape(2 * HALF, PATCH * WINDOW)).to(dtype)
+
+
+def _frequencies(like: torch.Tensor) -> torch.Tensor:
+    return (torch.arange(HALF, dtype=like.dtype, device=like.device) / (WINDOW * SAMPLING))[None]
+
+
+def _matrices(re: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
+    """Filter matrices (..., PATCH, WINDOW) from the transfer's half spectrum (..., HALF)."""
+    lead = re.shape[:-1]
+    spectrum = torch.cat([re, im], -1).reshape(-1, 2 * HALF)
+    out = spectrum @ _lag_basis(re.dtype).to(re.device)
+    return out.reshape(*lead, PATCH, WINDOW)
+
 
 def filter_matrices(offset: torch.Tensor, blur: torch.Tensor) -> torch.Tensor:
     """(n, PATCH, WINDOW) blur-and-shift matrices for one image axis."""
-    dtype = offset.dtype
-    f = torch.fft.fftfreq(WINDOW, d=SAMPLING, dtype=dtype, device=offset.device)[None, :]
+    f = _frequencies(offset)
     phase = -2 * math.pi * f * offset[:, None]
     amplitude = torch.exp(-2 * math.pi**2 * blur[:, None] ** 2 * f**2)
-    transfer = torch.complex(amplitude * torch.cos(phase), amplitude * torch.sin(phase))
-    kernel = torch.fft.ifft(transfer, dim=1).real
-    first = (WINDOW - PATCH) // 2
-    rows = first + torch.arange(PATCH, device=offset.device)[:, None]
-    cols = torch.arange(WINDOW, device=offset.device)[None, :]
-    return kernel[:, (rows - cols) % WINDOW]
+    return _matrices(amplitude * torch.cos(phase), amplitude * torch.sin(phase))
 
 
 def patch_mean(templates: torch.Tensor, blur, dx, dy) -> torch.Tensor:
@@ -43,31 +70,20 @@ def filter_stack(offset: torch.Tensor, blur: torch.Tensor) -> torch.Tensor:
     [Å⁻¹, Å⁻²] — exact, from the transfer function H(f) = exp(−2π²σ²f²) exp(−2πi f d):
     ∂_d H = −2πi f H, ∂_σ H = −4π²σ f² H, ∂²_d H = −4π² f² H,
     ∂²_σ H = (16π⁴σ²f⁴ − 4π²f²) H, ∂_σ∂_d H = (−4π²σ f²)(−2πi f) H.
+    Each factor is real or imaginary, so the six spectra are real products.
     """
-    dtype = offset.dtype
-    f = torch.fft.fftfreq(WINDOW, d=SAMPLING, dtype=dtype, device=offset.device)[None, :]
+    f = _frequencies(offset)
     phase = -2 * math.pi * f * offset[:, None]
     amplitude = torch.exp(-2 * math.pi**2 * blur[:, None] ** 2 * f**2)
-    transfer = torch.complex(amplitude * torch.cos(phase), amplitude * torch.sin(phase))
-    zero = torch.zeros_like(transfer.real)
-    shift = torch.complex(zero, (-2 * math.pi * f).expand_as(zero))
-    widen = torch.complex(-4 * math.pi**2 * blur[:, None] * f**2 + zero, zero)
-    factors = torch.stack(
-        [
-            torch.ones_like(transfer),
-            shift,
-            widen,
-            shift * shift,
-            widen * widen + torch.complex(-4 * math.pi**2 * f**2 + zero, zero),
-            widen * shift,
-        ],
-        1,
-    )
-    kernel = torch.fft.ifft(transfer[:, None] * factors, dim=-1).real  # (n, 6, WINDOW)
-    first = (WINDOW - PATCH) // 2
-    rows = first + torch.arange(PATCH, device=offset.device)[:, None]
-    cols = torch.arange(WINDOW, device=offset.device)[None, :]
-    return kernel[..., (rows - cols) % WINDOW]
+    re, im = amplitude * torch.cos(phase), amplitude * torch.sin(phase)  # H
+    k = -2 * math.pi * f  # ∂_d H = i k H
+    widen = -4 * math.pi**2 * blur[:, None] * f**2  # ∂_σ H = widen · H
+    curve = widen * widen - 4 * math.pi**2 * f**2  # ∂²_σ H = curve · H
+    dd = -(k * k)  # ∂²_d H = −k² H
+    kw = k * widen  # ∂_σ∂_d H = i kw H
+    real = torch.stack([re, -k * im, widen * re, dd * re, curve * re, -kw * im], 1)
+    imag = torch.stack([im, k * re, widen * im, dd * im, curve * im, kw * re], 1)
+    return _matrices(real, imag)
 
 
 IMAGES = ("mu", "s", "x", "y", "ss", "sx", "sy", "xx", "xy", "yy")
@@ -81,29 +97,33 @@ def patch_images(templates: torch.Tensor, blur, dx, dy) -> torch.Tensor:
     With A = A(σ, d) of :func:`filter_stack` per axis (σ shared by the two axes):
     μ_σ = A_y^σ T A_xᵀ + A_y T A_x^σᵀ, μ_x = A_y T A_x'ᵀ, μ_σσ = A_y^σσ T A_xᵀ +
     2 A_y^σ T A_x^σᵀ + A_y T A_x^σσᵀ, μ_σx = A_y^σ T A_x'ᵀ + A_y T A_x^σ'ᵀ, μ_xy = A_y' T A_x'ᵀ,
-    and so on by symmetry [units of μ per Å or Å²].
+    and so on by symmetry [units of μ per Å or Å²]. Three batched products on the left
+    give the fifteen A_y^i T A_x^jᵀ the images need.
     """
     fy = filter_stack(dy, blur)
     fx = filter_stack(dx, blur)
-    n = len(fx)
+    n, p = len(fx), PATCH
     # T · [A_x, A_x', A_x^σ, A_x'', A_x^σσ, A_x^σ']ᵀ in one product: (n, W, 6·P)
     right = templates @ fx.permute(0, 3, 1, 2).reshape(n, WINDOW, -1)
-    r = right.reshape(n, WINDOW, 6, PATCH).permute(0, 2, 1, 3)  # (n, 6, W, P)
-    r0, rd, rs, rdd, rss, rsd = r.unbind(1)
-    a, ad, as_, add, ass, asd = fy.unbind(1)
-    mu = a @ r0
+    # A_y · all six; [A_y'; A_y^σ] · the first three; [A_y''; A_y^σσ; A_y^σ'] · the first
+    a_all = (fy[:, 0] @ right).reshape(n, p, 6, p)
+    d_s = (fy[:, 1:3].reshape(n, 2 * p, WINDOW) @ right[..., : 3 * p]).reshape(n, 2, p, 3, p)
+    second = (fy[:, 3:6].reshape(n, 3 * p, WINDOW) @ right[..., :p]).reshape(n, 3, p, p)
+    a = a_all.unbind(2)  # A_y T A_x^jᵀ, j in filter_stack order
+    ad, as_ = d_s[:, 0].unbind(2), d_s[:, 1].unbind(2)  # A_y' T A_x^jᵀ, A_y^σ T A_x^jᵀ (j < 3)
+    add, ass, asd = second.unbind(1)
     return torch.stack(
         [
-            mu,
-            as_ @ r0 + a @ rs,
-            a @ rd,
-            ad @ r0,
-            ass @ r0 + 2 * (as_ @ rs) + a @ rss,
-            as_ @ rd + a @ rsd,
-            asd @ r0 + ad @ rs,
-            a @ rdd,
-            ad @ rd,
-            add @ r0,
+            a[0],
+            as_[0] + a[2],
+            a[1],
+            ad[0],
+            ass + 2 * as_[2] + a[4],
+            as_[1] + a[5],
+            asd + ad[2],
+            a[3],
+            ad[1],
+            add,
         ],
         1,
     )

@@ -7,7 +7,7 @@ from scipy import stats
 
 from likelihood.geometry import role_kinds, role_matrices
 from likelihood.noise import patch_logpdf, poisson_gaussian_logpdf
-from likelihood.render import filter_matrices, patch_mean
+from likelihood.render import IMAGES, filter_matrices, filter_stack, patch_images, patch_mean
 from prob.context import Context
 from simulate.columns import RADII
 from simulate.renderer import NuisancePrior, expected_patch
@@ -62,6 +62,36 @@ def test_torch_filter_equals_the_renderer(rng):
     t = torch.tensor(theta)
     mean = patch_mean(torch.tensor(templates), t[:, 2], t[:, 3], t[:, 4]).numpy()
     assert np.abs(mean - expected_patch(templates, theta)).max() < 1e-12
+
+
+def test_patch_images_are_the_renderers_derivatives(rng):
+    """μ and its ten derivative images against central differences of the numpy renderer."""
+    templates = rng.random((5, 45, 45))
+    theta = NuisancePrior().sample(5, rng)
+    t = torch.tensor(theta)
+    images = patch_images(torch.tensor(templates), t[:, 2], t[:, 3], t[:, 4]).numpy()
+    stack = filter_stack(t[:, 3], t[:, 2]).numpy()
+    assert np.abs(stack[:, 0] - numpy_filter(theta[:, 3], theta[:, 2])).max() < 1e-12
+
+    def mean(d):  # the renderer's patch at θ + d on (σ, dx, dy)
+        shifted = theta.copy()
+        shifted[:, 2:5] += d
+        return expected_patch(templates, shifted)
+
+    h = 1e-4  # differences err by ~h² · (next derivative), rounding by ~1e-16 / h²
+    e = np.eye(3) * h
+    first = {k: (mean(e[i]) - mean(-e[i])) / (2 * h) for i, k in enumerate("sxy")}
+    second = {}
+    for i, a in enumerate("sxy"):
+        for j, b in enumerate("sxy"):
+            if j >= i:
+                second[a + b] = (
+                    mean(e[i] + e[j]) - mean(e[i] - e[j]) - mean(e[j] - e[i]) + mean(-e[i] - e[j])
+                ) / (4 * h * h)
+    reference = {"mu": expected_patch(templates, theta), **first, **second}
+    for k, name in enumerate(IMAGES):
+        scale = np.abs(reference[name]).max()
+        assert np.abs(images[:, k] - reference[name]).max() < 1e-5 * scale, name
 
 
 @pytest.mark.parametrize("variant", range(len(VARIANTS)))
