@@ -36,8 +36,12 @@ def _lag_basis(dtype: torch.dtype) -> torch.Tensor:
     return torch.from_numpy(basis.reshape(2 * HALF, PATCH * WINDOW)).to(dtype)
 
 
-def _frequencies(like: torch.Tensor) -> torch.Tensor:
-    return (torch.arange(HALF, dtype=like.dtype, device=like.device) / (WINDOW * SAMPLING))[None]
+def _transfer(offset: torch.Tensor, blur: torch.Tensor):
+    """The half-spectrum frequencies f (1, HALF) [1/Å] and H(f) as (Re, Im), each (n, HALF)."""
+    f = torch.arange(HALF, dtype=offset.dtype, device=offset.device)[None] / (WINDOW * SAMPLING)
+    phase = -2 * math.pi * f * offset[:, None]
+    amplitude = torch.exp(-2 * math.pi**2 * blur[:, None] ** 2 * f**2)
+    return f, amplitude * torch.cos(phase), amplitude * torch.sin(phase)
 
 
 def _matrices(re: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
@@ -50,10 +54,8 @@ def _matrices(re: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
 
 def filter_matrices(offset: torch.Tensor, blur: torch.Tensor) -> torch.Tensor:
     """(n, PATCH, WINDOW) blur-and-shift matrices for one image axis."""
-    f = _frequencies(offset)
-    phase = -2 * math.pi * f * offset[:, None]
-    amplitude = torch.exp(-2 * math.pi**2 * blur[:, None] ** 2 * f**2)
-    return _matrices(amplitude * torch.cos(phase), amplitude * torch.sin(phase))
+    _, re, im = _transfer(offset, blur)
+    return _matrices(re, im)
 
 
 def patch_mean(templates: torch.Tensor, blur, dx, dy) -> torch.Tensor:
@@ -72,10 +74,7 @@ def filter_stack(offset: torch.Tensor, blur: torch.Tensor) -> torch.Tensor:
     ∂²_σ H = (16π⁴σ²f⁴ − 4π²f²) H, ∂_σ∂_d H = (−4π²σ f²)(−2πi f) H.
     Each factor is real or imaginary, so the six spectra are real products.
     """
-    f = _frequencies(offset)
-    phase = -2 * math.pi * f * offset[:, None]
-    amplitude = torch.exp(-2 * math.pi**2 * blur[:, None] ** 2 * f**2)
-    re, im = amplitude * torch.cos(phase), amplitude * torch.sin(phase)  # H
+    f, re, im = _transfer(offset, blur)
     k = -2 * math.pi * f  # ∂_d H = i k H
     widen = -4 * math.pi**2 * blur[:, None] * f**2  # ∂_σ H = widen · H
     curve = widen * widen - 4 * math.pi**2 * f**2  # ∂²_σ H = curve · H

@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import numpy as np
@@ -81,13 +82,13 @@ def test_patch_images_are_the_renderers_derivatives(rng):
     h = 1e-4  # differences err by ~h² · (next derivative), rounding by ~1e-16 / h²
     e = np.eye(3) * h
     first = {k: (mean(e[i]) - mean(-e[i])) / (2 * h) for i, k in enumerate("sxy")}
-    second = {}
-    for i, a in enumerate("sxy"):
-        for j, b in enumerate("sxy"):
-            if j >= i:
-                second[a + b] = (
-                    mean(e[i] + e[j]) - mean(e[i] - e[j]) - mean(e[j] - e[i]) + mean(-e[i] - e[j])
-                ) / (4 * h * h)
+    second = {
+        "sxy"[i] + "sxy"[j]: (
+            mean(e[i] + e[j]) - mean(e[i] - e[j]) - mean(e[j] - e[i]) + mean(-e[i] - e[j])
+        )
+        / (4 * h * h)
+        for i, j in itertools.combinations_with_replacement(range(3), 2)
+    }
     reference = {"mu": expected_patch(templates, theta), **first, **second}
     for k, name in enumerate(IMAGES):
         scale = np.abs(reference[name]).max()
