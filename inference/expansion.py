@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from inference import expansion_kernels as kernels
 from inference.pixels import accumulate
 from simulate.renderer import NuisancePrior
 from simulate.templates import SAMPLING
@@ -140,13 +141,6 @@ def _normal(u: np.ndarray, sd: float) -> np.ndarray:
 
 Z = 12
 """Components of z = (β₀ … β₁₀, s)."""
-CUBIC = np.array([0, 1, 2, 3, 4, 11])
-"""The components of z the third-order term acts on."""
-CUBIC_CAP = 2.0
-"""The third-order term enters as C·tanh(c/C) [nats]: itself where it is a correction
-(|c| ≪ C), bounded where a far draw leaves the region the expansion describes."""
-_HESS = ((2, 2), (2, 3), (2, 4), (3, 3), (3, 4), (4, 4))
-"""θ indices (σ, dx, dy) of β₅ … β₁₀ (with ½ on the squares)."""
 
 
 @dataclass
@@ -188,87 +182,20 @@ class Expansion:
     def _lead(self, a: np.ndarray, ndim: int) -> np.ndarray:
         return a.reshape(a.shape[:1] + (1,) * (ndim - 2) + a.shape[1:])
 
+    def _args(self) -> tuple:
+        t = np.zeros((0, 6, 6, 6)) if self.t is None else self.t
+        consts = kernels.constants(self.transform.prior, self.pixels)
+        return self.theta0, self.value0, self.g, self.m, self.z0, t, consts
+
     def value(self, u: np.ndarray) -> np.ndarray:
         """Expanded log joint at u (P, …, 6) → (P, …) [nats]."""
         shape = u.shape[:-1]
-        flat = u.reshape(shape[0], -1, DIM)  # (P, K, 6)
-        z = self.z(self.transform.theta(flat))
-        dz = z - self.z0[:, None]
-        quad = (np.matmul(dz, self.m) * dz).sum(-1)
-        lin = (self.g[:, None] * dz).sum(-1)
-        out = self.value0[:, None] + self.pixels * np.log(z[..., 11]) + lin + 0.5 * quad
-        if self.t is not None:
-            dc = dz[..., CUBIC]  # (P, K, 6)
-            t_dc = np.matmul(dc, self.t.reshape(len(self.t), 6, 36)).reshape(*dc.shape, 6)
-            cubic = (np.matmul(t_dc, dc[..., None])[..., 0] * dc).sum(-1)
-            out = out + CUBIC_CAP * np.tanh(cubic / 6.0 / CUBIC_CAP)
-        return (out + self.transform.log_prior(flat)).reshape(shape)
+        flat = np.ascontiguousarray(u, dtype=np.float64).reshape(shape[0], -1, DIM)
+        return kernels.values(flat, *self._args()).reshape(shape)
 
     def derivatives(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(value (P,), gradient (P, 6), Hessian (P, 6, 6)) at u (P, 6)."""
-        tr = self.transform
-        theta = tr.theta(u)
-        z = self.z(theta)
-        dz = z - self.z0
-        a, n = theta[:, 0], theta[:, 5] * SAMPLING**2
-        # the log likelihood as a function of z: value, gradient q, curvature (Hessian) c
-        m_dz = np.matmul(self.m, dz[..., None])[..., 0]
-        q = self.g + m_dz
-        c = self.m.copy()
-        value = self.value0 + (self.g * dz).sum(-1) + 0.5 * (m_dz * dz).sum(-1)
-        if self.t is not None:  # capped cubic C·tanh(k/C), k = T(Δz_c, Δz_c, Δz_c)/6
-            dc = dz[:, CUBIC]
-            t_dz = np.matmul(self.t, dc[:, None, :, None])[..., 0]  # (P, 6, 6)
-            g_c = 0.5 * np.matmul(t_dz, dc[..., None])[..., 0]
-            tanh = np.tanh((g_c * dc).sum(-1) / 3.0 / CUBIC_CAP)
-            d1 = 1.0 - tanh**2
-            d2 = -2.0 * tanh * d1 / CUBIC_CAP
-            value = value + CUBIC_CAP * tanh
-            q[:, CUBIC] += d1[:, None] * g_c
-            c[:, CUBIC[:, None], CUBIC[None, :]] += (
-                d1[:, None, None] * t_dz + d2[:, None, None] * g_c[:, :, None] * g_c[:, None]
-            )
-        value = value + self.pixels * np.log(z[:, 11])
-        q[:, 11] += self.pixels / z[:, 11]
-        c[:, 11, 11] -= self.pixels / z[:, 11] ** 2
-        # z(θ): Jacobian (P, 12, 6) and the second derivatives contracted with q (P, 6, 6)
-        t0 = self.theta0
-        d = np.stack([theta[:, j] - t0[:, j] for j in (2, 3, 4)], -1)  # (P, 3)
-        jac = np.zeros((len(u), Z, DIM))
-        dose = theta[:, 5]
-        jac[:, :, 5] = z / dose[:, None]  # every z is linear in N ∝ dose
-        jac[:, 11, 0] = -z[:, 11] / a
-        jac[:, 4, 1] = n
-        for k in range(3):
-            jac[:, 1 + k, 2 + k] = n
-        for h, (i, j) in enumerate(_HESS):  # β = N·h(δ)
-            jac[:, 5 + h, i] += n * (d[:, j - 2] if i != j else d[:, i - 2])
-            if i != j:
-                jac[:, 5 + h, j] += n * d[:, i - 2]
-        second = np.zeros((len(u), DIM, DIM))
-        jac_t = jac.transpose(0, 2, 1)
-        grad_theta = np.matmul(jac_t, q[..., None])[..., 0]
-        # ∂²z/∂dose∂θ_j = (∂z/∂θ_j)/dose for θ_j ≠ dose; z is linear in the dose
-        cross = grad_theta / dose[:, None]
-        second[:, 5, :5] = cross[:, :5]
-        second[:, :5, 5] = cross[:, :5]
-        second[:, 0, 0] = q[:, 11] * 2.0 * z[:, 11] / a**2  # s = N/a
-        for h, (i, j) in enumerate(_HESS):
-            w = q[:, 5 + h] * n
-            if i == j:
-                second[:, i, i] += w
-            else:
-                second[:, i, j] += w
-                second[:, j, i] += w
-        hess_theta = jac_t @ c @ jac + second
-        # θ(u) is elementwise: chain rule with its first and second derivatives
-        g1, g2 = tr.dtheta_du(u)
-        grad = grad_theta * g1
-        hess = hess_theta * g1[:, :, None] * g1[:, None, :]
-        hess[:, np.arange(DIM), np.arange(DIM)] += grad_theta * g2
-        pg, ph = tr.log_prior_derivatives(u)
-        hess[:, np.arange(DIM), np.arange(DIM)] += ph
-        return value + tr.log_prior(u), grad + pg, hess
+        return kernels.derivatives(np.ascontiguousarray(u, dtype=np.float64), *self._args())
 
 
 def expand(
