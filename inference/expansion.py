@@ -179,9 +179,6 @@ class Expansion:
             -1,
         )
 
-    def _lead(self, a: np.ndarray, ndim: int) -> np.ndarray:
-        return a.reshape(a.shape[:1] + (1,) * (ndim - 2) + a.shape[1:])
-
     def _args(self) -> tuple:
         t = np.zeros((0, 6, 6, 6)) if self.t is None else self.t
         consts = kernels.constants(self.transform.prior, self.pixels)
