@@ -33,6 +33,7 @@ tests (against brute-force importance sampling of the exact density) and in
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -48,7 +49,8 @@ DIM = 6
 
 @dataclass(frozen=True)
 class Transform:
-    """θ(u) of :mod:`inference.theta` in numpy, with the derivatives the expansion needs."""
+    """θ(u) of :mod:`inference.theta` in numpy; its derivatives and the log prior are compiled
+    in :mod:`inference.expansion_kernels`."""
 
     prior: NuisancePrior
 
@@ -72,75 +74,19 @@ class Transform:
             -1,
         )
 
-    def dtheta_du(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(∂θ/∂u, ∂²θ/∂u²) (…, 6) of the elementwise transform."""
-        b_max, s_min, s_max, ld_min, ld_max = self.bounds
-        s = _sigmoid(u)
-        ds = s * (1 - s)
-        dds = ds * (1 - 2 * s)
-        theta = self.theta(u)
-        span = ld_max - ld_min
-        g1 = np.stack(
-            [
-                theta[..., 0],
-                b_max * ds[..., 1],
-                (s_max - s_min) * ds[..., 2],
-                np.ones_like(s[..., 3]),
-                np.ones_like(s[..., 4]),
-                theta[..., 5] * span * ds[..., 5],
-            ],
-            -1,
-        )
-        g2 = np.stack(
-            [
-                theta[..., 0],
-                b_max * dds[..., 1],
-                (s_max - s_min) * dds[..., 2],
-                np.zeros_like(s[..., 3]),
-                np.zeros_like(s[..., 4]),
-                theta[..., 5] * ((span * ds[..., 5]) ** 2 + span * dds[..., 5]),
-            ],
-            -1,
-        )
-        return g1, g2
-
-    def log_prior(self, u: np.ndarray) -> np.ndarray:
-        p = self.prior
-        return (
-            _normal(u[..., 0], p.amplitude_log_sd)
-            + _logistic(u[..., 1])
-            + _logistic(u[..., 2])
-            + _normal(u[..., 3], p.offset_sd)
-            + _normal(u[..., 4], p.offset_sd)
-            + _logistic(u[..., 5])
-        )
-
-    def log_prior_derivatives(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(gradient (…, 6), diagonal of the Hessian (…, 6)) of :meth:`log_prior`."""
-        p = self.prior
-        s = _sigmoid(u)
-        grad = 1.0 - 2.0 * s
-        hess = -2.0 * s * (1.0 - s)
-        for j, sd in ((0, p.amplitude_log_sd), (3, p.offset_sd), (4, p.offset_sd)):
-            grad[..., j] = -u[..., j] / sd**2
-            hess[..., j] = -1.0 / sd**2
-        return grad, hess
+    @functools.cached_property
+    def constants(self) -> np.ndarray:
+        """The transform's constants as :mod:`inference.expansion_kernels` takes them."""
+        return kernels.constants(self.prior)
 
 
 def _sigmoid(u: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * u))
 
 
-def _logistic(u: np.ndarray) -> np.ndarray:
-    return -np.logaddexp(0.0, -u) - np.logaddexp(0.0, u)
-
-
-def _normal(u: np.ndarray, sd: float) -> np.ndarray:
-    return -0.5 * (u / sd) ** 2 - math.log(sd) - 0.5 * math.log(2 * math.pi)
-
-
 Z = 12
 """Components of z = (β₀ … β₁₀, s)."""
+_NO_CUBIC = np.zeros((0, 6, 6, 6))
 
 
 @dataclass
@@ -180,9 +126,9 @@ class Expansion:
         )
 
     def _args(self) -> tuple:
-        t = np.zeros((0, 6, 6, 6)) if self.t is None else self.t
-        consts = kernels.constants(self.transform.prior, self.pixels)
-        return self.theta0, self.value0, self.g, self.m, self.z0, t, consts
+        t = _NO_CUBIC if self.t is None else self.t
+        c = self.transform.constants
+        return self.theta0, self.value0, self.g, self.m, self.z0, t, float(self.pixels), c
 
     def value(self, u: np.ndarray) -> np.ndarray:
         """Expanded log joint at u (P, …, 6) → (P, …) [nats]."""

@@ -3,9 +3,9 @@
 The same algebra as the module docstring there, one pair (and draw) at a time in
 float64 — the numpy form made a dozen temporaries per call, and the mode search
 calls it thousands of times on a few hundred pairs. Every function takes the
-transform's constants as one array ``consts`` (:func:`constants`):
+patch's pixel count and the transform's constants as one array (:func:`constants`):
 
-    (b_max, σ_min, σ_max, log dose_min, log dose_max, sd log a, sd offset, pixels, s²)
+    (b_max, σ_min, σ_max, log dose_min, log dose_max, sd log a, sd offset, s²)
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ CUBIC_CAP = 2.0
 _LOG_2PI = math.log(2 * math.pi)
 
 
-def constants(prior: NuisancePrior, pixels: int) -> np.ndarray:
-    """The transform's and the likelihood's constants as the kernels take them."""
+def constants(prior: NuisancePrior) -> np.ndarray:
+    """The transform's constants (and the pixel area [Å²]) as the kernels take them."""
     return np.array(
         [
             prior.background_max,
@@ -37,7 +37,6 @@ def constants(prior: NuisancePrior, pixels: int) -> np.ndarray:
             math.log(prior.dose_max),
             prior.amplitude_log_sd,
             prior.offset_sd,
-            float(pixels),
             SAMPLING**2,
         ]
     )
@@ -74,7 +73,7 @@ def _log_prior(u, c):  # pragma: no cover - compiled
 
 @nb.njit(cache=True)
 def _z(theta, t0, c, out):  # pragma: no cover - compiled
-    n = theta[5] * c[8]
+    n = theta[5] * c[7]
     d0, d1, d2 = theta[2] - t0[2], theta[3] - t0[3], theta[4] - t0[4]
     out[0] = n
     out[1] = n * d0
@@ -91,7 +90,7 @@ def _z(theta, t0, c, out):  # pragma: no cover - compiled
 
 
 @nb.njit(cache=True)
-def values(u, theta0, value0, g, m, z0, t, c):  # pragma: no cover - compiled
+def values(u, theta0, value0, g, m, z0, t, pixels, c):  # pragma: no cover - compiled
     """The expanded log joint (P, K) at u (P, K, 6); `t` (P, 6, 6, 6) or (0, 6, 6, 6)."""
     n_pair, n_draw = u.shape[0], u.shape[1]
     out = np.empty((n_pair, n_draw))
@@ -112,7 +111,7 @@ def values(u, theta0, value0, g, m, z0, t, c):  # pragma: no cover - compiled
                 for j in range(12):
                     row += m[p, i, j] * dz[j]
                 acc += dz[i] * (g[p, i] + 0.5 * row)
-            v = value0[p] + c[7] * math.log(z[11]) + acc
+            v = value0[p] + pixels * math.log(z[11]) + acc
             if cubic_on:
                 for i in range(6):
                     dc[i] = dz[CUBIC[i]]
@@ -129,7 +128,7 @@ def values(u, theta0, value0, g, m, z0, t, c):  # pragma: no cover - compiled
 
 
 @nb.njit(cache=True)
-def derivatives(u, theta0, value0, g, m, z0, t, c):  # pragma: no cover - compiled
+def derivatives(u, theta0, value0, g, m, z0, t, pixels, c):  # pragma: no cover - compiled
     """(value (P,), gradient (P, 6), Hessian (P, 6, 6)) of the expanded log joint at u (P, 6)."""
     n_pair = u.shape[0]
     val = np.empty(n_pair)
@@ -155,7 +154,7 @@ def derivatives(u, theta0, value0, g, m, z0, t, c):  # pragma: no cover - compil
         for i in range(12):
             dz[i] = z[i] - z0[p, i]
         a, dose = theta[0], theta[5]
-        n = dose * c[8]
+        n = dose * c[7]
         # the log likelihood in z: value, gradient q, curvature `cur`
         v = value0[p]
         for i in range(12):
@@ -187,9 +186,9 @@ def derivatives(u, theta0, value0, g, m, z0, t, c):  # pragma: no cover - compil
                 q[CUBIC[i]] += d1 * g_c[i]
                 for j in range(6):
                     cur[CUBIC[i], CUBIC[j]] += d1 * t_dz[i, j] + d2 * g_c[i] * g_c[j]
-        v += c[7] * math.log(z[11])
-        q[11] += c[7] / z[11]
-        cur[11, 11] -= c[7] / z[11] ** 2
+        v += pixels * math.log(z[11])
+        q[11] += pixels / z[11]
+        cur[11, 11] -= pixels / z[11] ** 2
         # z(θ): Jacobian (12, 6) and the second derivatives contracted with q
         d0, d1_, d2_ = theta[2] - theta0[p, 2], theta[3] - theta0[p, 3], theta[4] - theta0[p, 4]
         jac[:] = 0.0

@@ -48,13 +48,12 @@ def profile_score(
     flat = np.asarray(x, dtype=np.float64).reshape(n_sites, -1)
     gain = np.ones(n_sites)
     dose = np.full(n_sites, math.sqrt(prior.dose_min * prior.dose_max))
-    if len(site):
-        present, count = np.unique(site, return_counts=True)
-        start = np.concatenate([[0], np.cumsum(count)[:-1]])
-        lo, hi = start + (count - 1) // 2, start + count // 2  # the middle one or two per site
-        for out_, j in ((gain, 0), (dose, 5)):
-            v = theta[np.lexsort((theta[:, j], site)), j]  # by site, then value
-            out_[present] = 0.5 * (v[lo] + v[hi])
+    present, count = np.unique(site, return_counts=True)
+    start = np.cumsum(count) - count
+    lo, hi = start + (count - 1) // 2, start + count // 2  # the middle one or two per site
+    for out_, j in ((gain, 0), (dose, 5)):
+        v = theta[np.lexsort((theta[:, j], site)), j]  # by site, then value
+        out_[present] = 0.5 * (v[lo] + v[hi])
     n_e = (dose * SAMPLING**2)[:, None]
     var = gain[:, None] * np.maximum(flat, gain[:, None] / n_e) / n_e
     w = 1.0 / (var + gain[:, None] ** 2 * variance / n_e**2)  # (sites, pixels)
