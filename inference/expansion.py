@@ -125,7 +125,8 @@ class Expansion:
             -1,
         )
 
-    def _args(self) -> tuple:
+    def arrays(self) -> tuple:
+        """The statistics as :mod:`inference.expansion_kernels` takes them."""
         t = _NO_CUBIC if self.t is None else self.t
         c = self.transform.constants
         return self.theta0, self.value0, self.g, self.m, self.z0, t, float(self.pixels), c
@@ -134,11 +135,11 @@ class Expansion:
         """Expanded log joint at u (P, …, 6) → (P, …) [nats]."""
         shape = u.shape[:-1]
         flat = np.ascontiguousarray(u, dtype=np.float64).reshape(shape[0], -1, DIM)
-        return kernels.values(flat, *self._args()).reshape(shape)
+        return kernels.values(flat, *self.arrays()).reshape(shape)
 
     def derivatives(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(value (P,), gradient (P, 6), Hessian (P, 6, 6)) at u (P, 6)."""
-        return kernels.derivatives(np.ascontiguousarray(u, dtype=np.float64), *self._args())
+        return kernels.derivatives(np.ascontiguousarray(u, dtype=np.float64), *self.arrays())
 
 
 def expand(

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from inference import expansion_kernels as kernels
 from inference.expansion import DIM, Expansion, Transform, Z, expand
 from likelihood.render import patch_images
 from simulate.renderer import NuisancePrior
@@ -77,7 +78,7 @@ class EvidenceConfig:
             raise ValueError(f"samples={self.samples}: expected at least 16 (Pareto k̂)")
 
 
-def images_at(templates: torch.Tensor, theta: np.ndarray, chunk: int = 2048) -> np.ndarray:
+def images_at(templates: torch.Tensor, theta: np.ndarray, chunk: int = 128) -> np.ndarray:
     """(P, 10, pixels) μ and its derivative images of templates (P, W, W) at θ (P, 6)."""
     out = []
     th = torch.as_tensor(theta, dtype=templates.dtype)
@@ -99,74 +100,33 @@ def newton(
     exp: Expansion,
     u: np.ndarray,
     iterations: int,
-    box: np.ndarray | None,
+    box: np.ndarray,
     centre: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Maximise the expansion from u (P, 6): saddle-free Newton, backtracking, optional box
-    (per pair or shared) around `centre` (default: the start)."""
-    centre = u.copy() if centre is None else centre
-    value, grad, hess = exp.derivatives(u)
-    active = np.ones(len(u), dtype=bool)
-    for _ in range(iterations):
-        if not active.any():
-            break
-        idx = np.nonzero(active)[0]
-        ev, vec = np.linalg.eigh(-0.5 * (hess[idx] + np.swapaxes(hess[idx], 1, 2)))
-        ev = np.maximum(np.abs(ev), 1e-2)
-        proj = np.matmul(vec.transpose(0, 2, 1), grad[idx][..., None])[..., 0] / ev
-        step = np.matmul(vec, proj[..., None])[..., 0]
-        step /= np.maximum(np.abs(step).max(1, keepdims=True) / 2.0, 1.0)
-        base = u[idx]
-        sub = exp if len(idx) == len(u) else _subset(exp, idx)
-        accepted = np.zeros(len(idx), dtype=bool)
-        trial = base.copy()
-        b = None if box is None else (box[idx] if box.ndim == 2 else box)
-        for _ in range(8):
-            todo = np.nonzero(~accepted)[0]
-            cand = base[todo] + step[todo]
-            if b is not None:
-                bb = b[todo] if b.ndim == 2 else b
-                cand = centre[idx][todo] + np.clip(cand - centre[idx][todo], -bb, bb)
-            part = sub if len(todo) == len(idx) else _subset(sub, todo)
-            v_new = part.value(cand[:, None])[:, 0]
-            ok = v_new >= value[idx][todo] - 1e-9
-            trial[todo[ok]] = cand[ok]
-            accepted[todo[ok]] = True
-            if accepted.all():
-                break
-            step[todo[~ok]] /= 4
-        u[idx] = trial
-        v, g, h = sub.derivatives(u[idx])
-        moved = np.abs(trial - base).max(1)
-        value[idx], grad[idx], hess[idx] = v, g, h
-        sd = 1.0 / np.sqrt(np.maximum(np.abs(np.diagonal(h, axis1=1, axis2=2)), 1e-12))
-        done = (np.abs(g) * sd).max(1) < 1e-3
-        active[idx[done | (moved < 1e-10)]] = False
+    """Maximise the expansion from u (P, 6): saddle-free Newton with backtracking, each step
+    clipped to a box (per pair or shared) around `centre` (default: the start); compiled in
+    :func:`inference.expansion_kernels.newton`."""
+    u = np.array(u, dtype=np.float64)
+    centre = u.copy() if centre is None else np.array(centre, dtype=np.float64)
+    box = np.ascontiguousarray(np.broadcast_to(box, u.shape), dtype=np.float64)
+    kernels.newton(u, box, centre, iterations, *exp.arrays())
     return u
 
 
 def _round(exp: Expansion, u: np.ndarray, u_img: np.ndarray, iterations: int, box: np.ndarray):
-    """One round: Newton inside the trust box → (u, move [sd], optics drift from images [sd])."""
-    _, _, hess = exp.derivatives(u)
-    sd = _sd(hess)
-    box = np.maximum(box, 1.5 * sd)
-    u_new = newton(
-        exp,
-        u.copy(),
+    """One round: Newton inside the trust box → (u, move [sd], optics drift from images [sd]).
+
+    The box is `box` or 1.5 marginal sd, whichever is wider, around the current point —
+    the optics (σ, dx, dy) around the point of the current images; compiled in
+    :func:`inference.expansion_kernels.rounds`.
+    """
+    return kernels.rounds(
+        np.ascontiguousarray(u, dtype=np.float64),
+        np.ascontiguousarray(u_img, dtype=np.float64),
+        np.asarray(box, dtype=np.float64),
         iterations,
-        box,
-        centre=np.concatenate([u[:, :2], u_img[:, 2:5], u[:, 5:]], 1),
+        *exp.arrays(),
     )
-    _, _, hess = exp.derivatives(u_new)
-    sd = _sd(hess)
-    move = (np.abs(u_new - u) / sd).max(1)
-    drift = (np.abs(u_new[:, 2:5] - u_img[:, 2:5]) / sd[:, 2:5]).max(1)
-    return u_new, move, drift
-
-
-def _sd(hess: np.ndarray) -> np.ndarray:
-    ev, vec = _safe_precision(-hess)
-    return np.sqrt(np.einsum("pij,pj,pij->pi", vec, 1 / ev, vec))
 
 
 def _subset(exp: Expansion, idx: np.ndarray) -> Expansion:

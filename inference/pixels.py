@@ -89,6 +89,7 @@ def _sums(yi, li, variance, k0, width, n0, n1, cpow, log_factorial, inverse):  #
     d0 = yi - k0
     a = li * math.exp(d0 / variance - 0.5 / variance)
     tau = math.exp(0.25 / variance)
+    itau = 1.0 / tau
     e = 1.0
     tp = 1.0
     tm = 1.0
@@ -116,7 +117,7 @@ def _sums(yi, li, variance, k0, width, n0, n1, cpow, log_factorial, inverse):  #
         s1 += e * j
         s2 += e * (j * j)
         tp *= tau
-        tm /= tau
+        tm *= itau
         ep = e * tp
         em = e * tm
         p0 += ep
@@ -210,7 +211,15 @@ def _stats(y, lam, variance, half, wide, log_factorial, inverse, exact, out):  #
             out[i, j] = r[j]
 
 
-@nb.njit(fastmath=True, parallel=True, cache=True)
+@nb.njit(fastmath=True, nogil=True, cache=True, inline="always")
+def _dot(a, b, n):  # pragma: no cover - compiled
+    s = 0.0
+    for k in range(n):
+        s += a[k] * b[k]
+    return s
+
+
+@nb.njit(fastmath=True, nogil=True, cache=True)
 def _accumulate(x, images, z0, variance, half, wide, log_factorial, inverse, exact, value, g, m, t):
     # pragma: no cover - compiled
     n, pixels = x.shape
@@ -222,24 +231,33 @@ def _accumulate(x, images, z0, variance, half, wide, log_factorial, inverse, exa
     for j in range(5, nb_):
         order[j] = j - 1
     cpow, lognorm = _constants(variance, wide)
-    for p in nb.prange(n):
-        b = np.empty(nz)
-        gl = np.zeros(nz)
-        mm = np.zeros((nz, nz))
-        tt = np.zeros((6, 6, 6))
-        c = np.empty(6)
-        total = 0.0
+    basis = np.empty((nz, pixels))  # λ's basis and, last, x (the s-direction's "basis")
+    lam = np.empty(pixels)
+    r = np.empty((10, pixels))
+    w = np.empty(pixels)
+    w2 = np.empty(pixels)
+    for p in range(n):
+        # per pixel: the basis, λ and the ten statistics (a scalar pass) …
+        lam[:] = 0.0
+        for j in range(nb_):
+            zj = z0[p, j]
+            if order[j] < 0:
+                for k in range(pixels):
+                    basis[j, k] = 1.0
+                    lam[k] += zj
+            else:
+                for k in range(pixels):
+                    bk = images[p, order[j], k]
+                    basis[j, k] = bk
+                    lam[k] += zj * bk
         scale = z0[p, nz - 1]
+        total = 0.0
         for k in range(pixels):
-            lam = 0.0
-            for j in range(nb_):
-                b[j] = 1.0 if order[j] < 0 else images[p, order[j], k]
-                lam += z0[p, j] * b[j]
             xk = x[p, k]
-            b[nz - 1] = xk  # y = x·s: the s-direction's "basis" is x itself
-            r = _pixel(
+            basis[nz - 1, k] = xk
+            st = _pixel(
                 xk * scale,
-                lam,
+                lam[k],
                 variance,
                 half,
                 wide,
@@ -249,45 +267,43 @@ def _accumulate(x, images, z0, variance, half, wide, log_factorial, inverse, exa
                 inverse,
                 exact,
             )
-            total += r[0]
-            for i in range(nb_):
-                gl[i] += r[1] * b[i]
-            gl[nz - 1] += r[2] * xk
-            for i in range(nb_):
-                hi = r[3] * b[i]
-                for j in range(i, nb_):
-                    mm[i, j] += hi * b[j]
-                mm[i, nz - 1] += r[4] * b[i] * xk
-            mm[nz - 1, nz - 1] += r[5] * xk * xk
-            if exact:
-                for i in range(5):
-                    c[i] = b[i]
-                c[5] = xk
-                for i in range(5):
-                    for j in range(i, 5):
-                        bij = c[i] * c[j]
-                        for q in range(j, 5):
-                            tt[i, j, q] += r[6] * bij * c[q]
-                        tt[i, j, 5] += r[7] * bij * xk
-                    tt[i, 5, 5] += r[8] * c[i] * xk * xk
-                tt[5, 5, 5] += r[9] * xk * xk * xk
+            total += st[0]
+            for j in range(1, 10):
+                r[j, k] = st[j]
         value[p] = total
+        # … then the moments as dot products over the pixels (vectorised)
         for i in range(nz):
-            g[p, i] = gl[i]
+            g[p, i] = _dot(r[2 if i == nz - 1 else 1], basis[i], pixels)
+        for i in range(nz):
+            bi = basis[i]
             for j in range(i, nz):
-                m[p, i, j] = mm[i, j]
-                m[p, j, i] = mm[i, j]
-        if exact:
+                ri = r[3 if j < nz - 1 else (4 if i < nz - 1 else 5)]
+                for k in range(pixels):
+                    w[k] = ri[k] * bi[k]
+                s = _dot(w, basis[j], pixels)
+                m[p, i, j] = s
+                m[p, j, i] = s
+        if exact:  # on the components (β₀ … β₄, s): basis rows 0 … 4 and x
             for i in range(6):
+                bi = i if i < 5 else nz - 1
                 for j in range(i, 6):
+                    bj = j if j < 5 else nz - 1
+                    rowi, rowj = basis[bi], basis[bj]
+                    for k in range(pixels):
+                        w[k] = rowi[k] * rowj[k]
                     for q in range(j, 6):
-                        v = tt[i, j, q]
-                        t[p, i, j, q] = v
-                        t[p, i, q, j] = v
-                        t[p, j, i, q] = v
-                        t[p, j, q, i] = v
-                        t[p, q, i, j] = v
-                        t[p, q, j, i] = v
+                        bq = q if q < 5 else nz - 1
+                        rq = r[6 + (i == 5) + (j == 5) + (q == 5)]
+                        rowq = basis[bq]
+                        for k in range(pixels):
+                            w2[k] = rq[k] * rowq[k]
+                        s = _dot(w, w2, pixels)
+                        t[p, i, j, q] = s
+                        t[p, i, q, j] = s
+                        t[p, j, i, q] = s
+                        t[p, j, q, i] = s
+                        t[p, q, i, j] = s
+                        t[p, q, j, i] = s
 
 
 def accumulate(x, images, z0, variance: float, *, exact: bool):
@@ -306,7 +322,9 @@ def accumulate(x, images, z0, variance: float, *, exact: bool):
     (value (P,), g (P, 12), m (P, 12, 12), t (P, 6, 6, 6) or None)
     """
     x = np.ascontiguousarray(x, dtype=np.float64)
-    images = np.ascontiguousarray(images, dtype=np.float64)
+    images = np.ascontiguousarray(images)
+    if images.dtype not in (np.float32, np.float64):
+        images = images.astype(np.float64)
     z0 = np.ascontiguousarray(z0, dtype=np.float64)
     n, nz = len(x), z0.shape[1]
     value, g = np.empty(n), np.empty((n, nz))

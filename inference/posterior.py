@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -140,6 +141,8 @@ class PosteriorEngine:
         Laplace estimate; the others are importance-sampled.
     config : EvidenceConfig, optional
         Everything else about the θ integral; `samples` overrides its draws.
+    workers : int, optional
+        Threads that share the chunks of sites; None: torch's thread count.
     """
 
     def __init__(
@@ -155,7 +158,11 @@ class PosteriorEngine:
         min_mass: float = 1e-4,
         variance: float | None = None,
         template_fn=None,
+        workers: int | None = None,
     ) -> None:
+        self.workers = torch.get_num_threads() if workers is None else int(workers)
+        if self.workers < 1:
+            raise ValueError(f"workers={workers!r}: expected a positive integer")
         self.screen_profile = screen_profile
         self.min_mass = min_mass
         self.model = model
@@ -183,7 +190,7 @@ class PosteriorEngine:
         cases: Sequence[Case],
         *,
         seed: int = 0,
-        chunk: int = 256,
+        chunk: int = 128,
         start: np.ndarray | None = None,
         truth: np.ndarray | None = None,
         own_case: np.ndarray | None = None,
@@ -202,13 +209,15 @@ class PosteriorEngine:
         `offset` (n, variant, W, W), if given, is added to every candidate's template of
         that variant at each site: what its surroundings add beyond the candidates' own
         lattice (e.g. defective neighbours).
+
+        Sites go in chunks of `chunk`, each with its own random stream (seeded by `seed`
+        and the chunk's place), spread over the engine's `workers` threads: the result
+        depends on `seed` and `chunk`, not on the number of workers.
         """
         cset = candidate_set(site_type, cases)
-        kept: list = []
         templates = self.templates(cset)
         x = np.asarray(x, dtype=np.float32)
         n, k = len(x), len(cset.candidates)
-        n_var = templates.shape[1]
         shape = (n, k)
         out = {
             "log_evidence": np.full(shape, -np.inf),
@@ -229,130 +238,145 @@ class PosteriorEngine:
                 allowed[np.nonzero(ok)[0], rows_of[ok, j]] = True
         features = context_features([c for c, _ in cset.candidates])
         groups, group_of = np.unique(features.numpy(), axis=0, return_inverse=True)
-        group_of = group_of.ravel()
-        label_of = np.array([CLASSES.index(label) for _, label in cset.candidates])
-        rng = np.random.default_rng([seed, n, k])
-        for lo in range(0, n, chunk):
-            xs = x[lo : lo + chunk]
-            pairs = np.argwhere(allowed[lo : lo + chunk])  # (site, candidate)
-            if start is None:
-                u_pair = self._proposals(xs, pairs, group_of, groups, label_of)
-            else:
-                u_pair = to_unconstrained(np.asarray(start)[lo : lo + chunk], self.prior).numpy()
-                u_pair = u_pair[pairs[:, 0]]
-            site = np.repeat(pairs[:, 0], n_var)
-            cand = np.repeat(pairs[:, 1], n_var)
-            var = np.tile(np.arange(n_var), len(pairs))
-            u0 = np.repeat(u_pair, n_var, axis=0)
-            flat = xs.reshape(len(xs), -1).astype(np.float64)
-            table = templates.reshape(-1, *templates.shape[2:])
-            tix = cand * n_var + var  # each pair's template in `table`
-            if offset is not None:  # one template per pair: its candidate's plus its site's
-                extra = torch.as_tensor(np.asarray(offset[lo : lo + chunk]), dtype=table.dtype)
-                table = (
-                    table[torch.from_numpy(tix)]
-                    + extra[torch.from_numpy(site), torch.from_numpy(var)]
-                ).clamp(min=0.0)  # an intensity, whatever the offset's rounding
-                tix = np.arange(len(site))
+        shared = _Shared(
+            templates=templates,
+            groups=groups,
+            group_of=group_of.ravel(),
+            label_of=np.array([CLASSES.index(label) for _, label in cset.candidates]),
+        )
 
-            def pair_t(idx, table=table, tix=tix):
-                return table[torch.from_numpy(tix[idx])]
+        def job(lo: int):
+            sl = slice(lo, lo + chunk)
+            return self._chunk(
+                x[sl],
+                allowed[sl],
+                shared,
+                rng=np.random.default_rng([seed, n, k, lo]),
+                start=None if start is None else np.asarray(start)[sl],
+                truth=None if truth is None else np.asarray(truth)[sl],
+                offset=None if offset is None else np.asarray(offset[sl]),
+            )
 
-            # 1: profile score at the proposal (one filtering per pair)
-            score = profile_score(
-                flat, site, table, tix, self._theta(u0), self.variance, self.prior
-            )
-            # 2: an anchor per (site, host and imaging group) that can matter at all (its best
-            # score within the profile margin of the site's best): that best-scoring pair,
-            # searched to its mode, which is then a second candidate start for its group
-            key = site * len(groups) + group_of[cand]
-            anchor = _argmax_by(score, key)
-            anchor = anchor[_within(score[anchor], site[anchor], len(xs), self.screen_profile)]
-            found = search(
-                flat[site[anchor]],
-                pair_t(anchor),
-                u0[anchor],
-                self.prior,
-                self.variance,
-                config=self.config,
-            )
-            where = np.searchsorted(key[anchor], key).clip(max=len(anchor) - 1)
-            near = key[anchor][where] == key  # pairs of a group with an anchor
-            u_anchor = found.mode[where[near]]
-            score_a = np.full(len(site), -np.inf)
-            score_a[near] = profile_score(
-                flat,
-                site[near],
-                table,
-                tix[near],
-                self._theta(u_anchor),
-                self.variance,
-                self.prior,
-            )
-            better = score_a > score
-            u0[near] = np.where(better[near][:, None], u_anchor, u0[near])
-            score = np.maximum(score, score_a)
-            is_anchor = np.zeros(len(site), dtype=bool)
-            is_anchor[anchor] = True
-            u0[anchor] = found.mode
-            keep = _within(score, site, len(xs), self.screen_profile) | is_anchor
-            # 3: one moment-matched round; a pair it would screen out that did not start
-            # from its anchor's mode gets a second round from there, the better kept — at
-            # high dose one round from a proposal 10 % off in dose can land tens of nats short
-            log_ev = np.full(len(site), -np.inf)
-            idx = np.nonzero(keep)[0]
-            u1, quick = first_round(
-                flat[site[idx]], pair_t(idx), u0[idx], self.prior, self.variance
-            )
-            dropped = ~_within(quick, site[idx], len(xs), self.screen)
-            alt = np.nonzero(dropped & near[idx] & ~is_anchor[idx] & ~better[idx])[0]
-            if len(alt):
-                j = idx[alt]
-                u1_a, quick_a = first_round(
-                    flat[site[j]], pair_t(j), found.mode[where[j]], self.prior, self.variance
-                )
-                gain = quick_a > quick[alt]
-                quick[alt] = np.where(gain, quick_a, quick[alt])
-                u1[alt] = np.where(gain[:, None], u1_a, u1[alt])
-            log_ev[idx] = quick
-            keep2 = _within(quick, site[idx], len(xs), self.screen) | is_anchor[idx]
-            idx = idx[keep2]
-            # 4: the mode search, Laplace fit; importance sampling where the mass is
-            found = search(
-                flat[site[idx]],
-                pair_t(idx),
-                u1[keep2],
-                self.prior,
-                self.variance,
-                config=self.config,
-            )
-            log_ev[idx] = found.laplace
-            mass = _site_softmax(log_ev, site, len(xs))[idx]
-            heavy = mass >= self.min_mass
-            result = laplace_only(found)
-            if heavy.any():
-                sub = subset_search(found, np.nonzero(heavy)[0])
-                tr = None if truth is None else np.asarray(truth)[lo : lo + chunk][site[idx[heavy]]]
-                is_ = integrate(sub, config=self.config, rng=rng, truth=tr)
-                result = _merge(result, is_, heavy, truth is not None)
-            log_ev[idx] = result.log_evidence
-            self._fill(out, lo, pairs, n_var, log_ev, idx, result)
+        kept: list = []
+        for lo, (pairs, log_ev, idx, result, pair_fields) in zip(
+            range(0, n, chunk), _run_jobs(job, range(0, n, chunk), self.workers), strict=True
+        ):
+            self._fill(out, lo, pairs, templates.shape[1], log_ev, idx, result)
             if return_pairs:
-                kept.append(
-                    (
-                        site[idx] + lo,
-                        cand[idx],
-                        var[idx],
-                        log_ev[idx],
-                        result.mode,
-                        result.scale_tril,
-                    )
-                )
+                site, cand, var = pair_fields
+                kept.append((site + lo, cand, var, log_ev[idx], result.mode, result.scale_tril))
         evidence = SiteEvidence(cset, **out)
         if not return_pairs:
             return evidence
         fields = [np.concatenate([k[j] for k in kept]) for j in range(6)] if kept else []
-        return evidence, PairTable(cset, n_var, *fields)
+        return evidence, PairTable(cset, templates.shape[1], *fields)
+
+    def _chunk(self, xs, allowed, shared, *, rng, start, truth, offset):
+        """Evidence of the pairs of one chunk of sites (see the module docstring's steps).
+
+        Returns (pairs (site, candidate), log evidence per (pair, variant), the indices of
+        the integrated ones, their :class:`PairEvidence`, and their (site, candidate,
+        variant)).
+        """
+        templates, groups, group_of = shared.templates, shared.groups, shared.group_of
+        n_var = templates.shape[1]
+        pairs = np.argwhere(allowed)  # (site, candidate)
+        if start is None:
+            u_pair = self._proposals(xs, pairs, group_of, groups, shared.label_of)
+        else:
+            u_pair = to_unconstrained(start, self.prior).numpy()[pairs[:, 0]]
+        site = np.repeat(pairs[:, 0], n_var)
+        cand = np.repeat(pairs[:, 1], n_var)
+        var = np.tile(np.arange(n_var), len(pairs))
+        u0 = np.repeat(u_pair, n_var, axis=0)
+        flat = xs.reshape(len(xs), -1).astype(np.float64)
+        table = templates.reshape(-1, *templates.shape[2:])
+        tix = cand * n_var + var  # each pair's template in `table`
+        if offset is not None:  # one template per pair: its candidate's plus its site's
+            extra = torch.as_tensor(offset, dtype=table.dtype)
+            table = (
+                table[torch.from_numpy(tix)] + extra[torch.from_numpy(site), torch.from_numpy(var)]
+            ).clamp(min=0.0)  # an intensity, whatever the offset's rounding
+            tix = np.arange(len(site))
+
+        def pair_t(idx):
+            return table[torch.from_numpy(tix[idx])]
+
+        # 1: profile score at the proposal (one filtering per pair)
+        score = profile_score(flat, site, table, tix, self._theta(u0), self.variance, self.prior)
+        # 2: an anchor per (site, host and imaging group) that can matter at all (its best
+        # score within the profile margin of the site's best): that best-scoring pair,
+        # searched to its mode, which is then a second candidate start for its group
+        key = site * len(groups) + group_of[cand]
+        anchor = _argmax_by(score, key)
+        anchor = anchor[_within(score[anchor], site[anchor], len(xs), self.screen_profile)]
+        found = search(
+            flat[site[anchor]],
+            pair_t(anchor),
+            u0[anchor],
+            self.prior,
+            self.variance,
+            config=self.config,
+        )
+        where = np.searchsorted(key[anchor], key).clip(max=len(anchor) - 1)
+        near = key[anchor][where] == key  # pairs of a group with an anchor
+        u_anchor = found.mode[where[near]]
+        score_a = np.full(len(site), -np.inf)
+        score_a[near] = profile_score(
+            flat,
+            site[near],
+            table,
+            tix[near],
+            self._theta(u_anchor),
+            self.variance,
+            self.prior,
+        )
+        better = score_a > score
+        u0[near] = np.where(better[near][:, None], u_anchor, u0[near])
+        score = np.maximum(score, score_a)
+        is_anchor = np.zeros(len(site), dtype=bool)
+        is_anchor[anchor] = True
+        u0[anchor] = found.mode
+        keep = _within(score, site, len(xs), self.screen_profile) | is_anchor
+        # 3: one moment-matched round; a pair it would screen out that did not start
+        # from its anchor's mode gets a second round from there, the better kept — at
+        # high dose one round from a proposal 10 % off in dose can land tens of nats short
+        log_ev = np.full(len(site), -np.inf)
+        idx = np.nonzero(keep)[0]
+        u1, quick = first_round(flat[site[idx]], pair_t(idx), u0[idx], self.prior, self.variance)
+        dropped = ~_within(quick, site[idx], len(xs), self.screen)
+        alt = np.nonzero(dropped & near[idx] & ~is_anchor[idx] & ~better[idx])[0]
+        if len(alt):
+            j = idx[alt]
+            u1_a, quick_a = first_round(
+                flat[site[j]], pair_t(j), found.mode[where[j]], self.prior, self.variance
+            )
+            gain = quick_a > quick[alt]
+            quick[alt] = np.where(gain, quick_a, quick[alt])
+            u1[alt] = np.where(gain[:, None], u1_a, u1[alt])
+        log_ev[idx] = quick
+        keep2 = _within(quick, site[idx], len(xs), self.screen) | is_anchor[idx]
+        idx = idx[keep2]
+        # 4: the mode search, Laplace fit; importance sampling where the mass is
+        found = search(
+            flat[site[idx]],
+            pair_t(idx),
+            u1[keep2],
+            self.prior,
+            self.variance,
+            config=self.config,
+        )
+        log_ev[idx] = found.laplace
+        mass = _site_softmax(log_ev, site, len(xs))[idx]
+        heavy = mass >= self.min_mass
+        result = laplace_only(found)
+        if heavy.any():
+            sub = subset_search(found, np.nonzero(heavy)[0])
+            tr = None if truth is None else truth[site[idx[heavy]]]
+            is_ = integrate(sub, config=self.config, rng=rng, truth=tr)
+            result = _merge(result, is_, heavy, truth is not None)
+        log_ev[idx] = result.log_evidence
+        return pairs, log_ev, idx, result, (site[idx], cand[idx], var[idx])
 
     def _theta(self, u: np.ndarray) -> np.ndarray:
         return Transform(self.prior).theta(u)
@@ -480,6 +504,31 @@ class PairTable:
             term_loc=term_loc,
             term_tril=term_tril,
         )
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """What every chunk of one :meth:`PosteriorEngine.evidence` call reads."""
+
+    templates: torch.Tensor  # (candidate, variant, W, W)
+    groups: np.ndarray  # distinct context features of the candidates
+    group_of: np.ndarray  # candidate → group
+    label_of: np.ndarray  # candidate → class index
+
+
+def _run_jobs(job, items, workers: int):
+    """job(item) for every item, in order; on `workers` threads with torch single-threaded
+    meanwhile (the heavy parts — numba kernels, torch products — release the GIL)."""
+    items = list(items)
+    if workers <= 1 or len(items) <= 1:
+        return [job(i) for i in items]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(min(workers, len(items))) as pool:
+            return list(pool.map(job, items))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _argmax_by(score: np.ndarray, key: np.ndarray) -> np.ndarray:

@@ -96,33 +96,31 @@ def patch_images(templates: torch.Tensor, blur, dx, dy) -> torch.Tensor:
     With A = A(σ, d) of :func:`filter_stack` per axis (σ shared by the two axes):
     μ_σ = A_y^σ T A_xᵀ + A_y T A_x^σᵀ, μ_x = A_y T A_x'ᵀ, μ_σσ = A_y^σσ T A_xᵀ +
     2 A_y^σ T A_x^σᵀ + A_y T A_x^σσᵀ, μ_σx = A_y^σ T A_x'ᵀ + A_y T A_x^σ'ᵀ, μ_xy = A_y' T A_x'ᵀ,
-    and so on by symmetry [units of μ per Å or Å²]. Three batched products on the left
-    give the fifteen A_y^i T A_x^jᵀ the images need.
+    and so on by symmetry [units of μ per Å or Å²]. The six A_y^i T come from one batched
+    product on the left, then three products on the right give the fifteen A_y^i T A_x^jᵀ
+    the images need, summed into one contiguous output.
     """
     fy = filter_stack(dy, blur)
     fx = filter_stack(dx, blur)
     n, p = len(fx), PATCH
-    # T · [A_x, A_x', A_x^σ, A_x'', A_x^σσ, A_x^σ']ᵀ in one product: (n, W, 6·P)
-    right = templates @ fx.permute(0, 3, 1, 2).reshape(n, WINDOW, -1)
-    # A_y · all six; [A_y'; A_y^σ] · the first three; [A_y''; A_y^σσ; A_y^σ'] · the first
-    a_all = (fy[:, 0] @ right).reshape(n, p, 6, p)
-    d_s = (fy[:, 1:3].reshape(n, 2 * p, WINDOW) @ right[..., : 3 * p]).reshape(n, 2, p, 3, p)
-    second = (fy[:, 3:6].reshape(n, 3 * p, WINDOW) @ right[..., :p]).reshape(n, 3, p, p)
-    a = a_all.unbind(2)  # A_y T A_x^jᵀ, j in filter_stack order
-    ad, as_ = d_s[:, 0].unbind(2), d_s[:, 1].unbind(2)  # A_y' T A_x^jᵀ, A_y^σ T A_x^jᵀ (j < 3)
-    add, ass, asd = second.unbind(1)
-    return torch.stack(
-        [
-            a[0],
-            as_[0] + a[2],
-            a[1],
-            ad[0],
-            ass + 2 * as_[2] + a[4],
-            as_[1] + a[5],
-            asd + ad[2],
-            a[3],
-            ad[1],
-            add,
-        ],
-        1,
-    )
+    left = fy.reshape(n, 6 * p, WINDOW) @ templates  # A_y^i T, (n, 6·P, W)
+    right = fx.reshape(n, 6 * p, WINDOW).transpose(1, 2)  # [A_x^jᵀ], (n, W, 6·P)
+    # A_y T · all six; [A_y' T; A_y^σ T] · the first three; [A_y'' T; A_y^σσ T; A_y^σ' T] ·
+    # the first
+    a = (left[:, :p] @ right).reshape(n, p, 6, p)
+    d = (left[:, p : 3 * p] @ right[..., : 3 * p]).reshape(n, 2, p, 3, p)
+    second = (left[:, 3 * p :] @ right[..., :p]).reshape(n, 3, p, p)
+    out = torch.empty(n, 10, p, p, dtype=templates.dtype, device=templates.device)
+    ad, as_ = d[:, 0], d[:, 1]  # A_y' T A_x^jᵀ, A_y^σ T A_x^jᵀ (j < 3), each (n, P, 3, P)
+    out[:, 0] = a[:, :, 0]
+    torch.add(as_[:, :, 0], a[:, :, 2], out=out[:, 1])
+    out[:, 2] = a[:, :, 1]
+    out[:, 3] = ad[:, :, 0]
+    torch.add(second[:, 1], a[:, :, 4], out=out[:, 4])
+    out[:, 4].add_(as_[:, :, 2], alpha=2.0)
+    torch.add(as_[:, :, 1], a[:, :, 5], out=out[:, 5])
+    torch.add(second[:, 2], ad[:, :, 2], out=out[:, 6])
+    out[:, 7] = a[:, :, 3]
+    out[:, 8] = ad[:, :, 1]
+    out[:, 9] = second[:, 0]
+    return out
