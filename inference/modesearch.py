@@ -27,7 +27,7 @@ import torch
 from inference import expansion_kernels as kernels
 from inference.expansion import DIM, Expansion, Transform, Z, expand
 from likelihood.render import patch_images
-from simulate.renderer import NuisancePrior
+from simulate.renderer import PATCH, NuisancePrior
 
 BOX = np.array([0.05, 1.0, 0.5, 0.03, 0.03, 0.3])
 """Largest move per round in u (log a, logit b, logit σ, dx [Å], dy [Å], logit dose), or
@@ -142,6 +142,41 @@ def _subset(exp: Expansion, idx: np.ndarray) -> Expansion:
     )
 
 
+@dataclass(frozen=True)
+class FirstRound:
+    """P pairs after one moment-matched round: where they are, their quick Laplace value, and
+    what :func:`search` may carry on from (the images and the expansion at the new point)."""
+
+    mode: np.ndarray  # (P, 6) in u
+    laplace: np.ndarray  # (P,) [nats]
+    u_img: np.ndarray  # (P, 6) where the images were made
+    images: np.ndarray  # (P, 10, pixels)
+    expansion: Expansion  # moment-matched, about `mode`, optics about `u_img`
+
+    def take(self, idx: np.ndarray) -> FirstRound:
+        return FirstRound(
+            self.mode[idx],
+            self.laplace[idx],
+            self.u_img[idx],
+            self.images[idx],
+            _subset(self.expansion, idx),
+        )
+
+    def replace(self, rows: np.ndarray, other: FirstRound) -> FirstRound:
+        """This with the pairs `rows` taken from `other` (of len(rows) pairs)."""
+        if not len(rows):
+            return self
+        out = {}
+        for name in ("mode", "laplace", "u_img", "images"):
+            value = getattr(self, name).copy()
+            value[rows] = getattr(other, name)
+            out[name] = value
+        exp = _subset(self.expansion, np.arange(len(self.mode)))
+        for name in ("theta0", "value0", "g", "m", "z0"):
+            getattr(exp, name)[rows] = getattr(other.expansion, name)
+        return FirstRound(**out, expansion=exp)
+
+
 def first_round(
     x: np.ndarray,
     templates: torch.Tensor,
@@ -150,20 +185,19 @@ def first_round(
     variance: float,
     *,
     iterations: int = 12,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(u after one moment-matched round, its Laplace log evidence [nats]) of P pairs.
+) -> FirstRound:
+    """One moment-matched round of P pairs: the cheap screen of
+    :class:`inference.posterior.PosteriorEngine`.
 
-    The cheap screen of :class:`inference.posterior.PosteriorEngine`: images at u0,
-    Gaussian pixels, Newton inside :data:`BOX_GAUSS`, then the pixels re-expanded at
-    the new point for its value and curvature.
+    Images at u0, Gaussian pixels, Newton inside :data:`BOX_GAUSS`, then the pixels
+    re-expanded at the new point for its value and curvature (the quick Laplace value),
+    which is also the first round of :func:`search` when it carries on from here.
     """
     transform = Transform(prior)
-    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
-    u = np.array(u0, dtype=np.float64)
-    if not len(u):
-        return u, np.zeros(0)
+    u = np.array(u0, dtype=np.float64).reshape(-1, DIM)
+    x = np.asarray(x, dtype=np.float64).reshape(len(u), PATCH * PATCH)
     theta = transform.theta(u)
-    images = images_at(templates, theta)
+    images = images_at(templates, theta).reshape(len(u), 10, x.shape[1])
     exp = expand(x, images, theta, variance, prior, exact=False)
     u_new, _, _ = _round(exp, u, u, iterations, BOX_GAUSS)
     # the value at the new point from a new expansion there (an actual function value, not
@@ -174,8 +208,11 @@ def first_round(
     value0, _, hess0 = exp.derivatives(u)
     worse = value < value0
     u_new[worse], value[worse], hess[worse] = u[worse], value0[worse], hess0[worse]
+    for name in ("value0", "g", "m", "z0"):
+        getattr(again, name)[worse] = getattr(exp, name)[worse]
     ev, _ = _safe_precision(-hess)
-    return u_new, value + 0.5 * DIM * math.log(2 * math.pi) - 0.5 * np.log(ev).sum(-1)
+    laplace = value + 0.5 * DIM * math.log(2 * math.pi) - 0.5 * np.log(ev).sum(-1)
+    return FirstRound(u_new, laplace, u.copy(), images, again)
 
 
 @dataclass(frozen=True)
@@ -222,15 +259,24 @@ def search(
     variance: float,
     *,
     config: EvidenceConfig | None = None,
+    first: FirstRound | None = None,
 ) -> Search:
-    """Mode search and Laplace fit of P pairs: patches x (P, pixels), templates (P, W, W)."""
+    """Mode search and Laplace fit of P pairs: patches x (P, pixels), templates (P, W, W).
+
+    From u0, or — with `first` given (u0 is then its mode) — carrying on from a
+    :func:`first_round`: its images and its expansion are this search's first round's.
+    """
     config = config or EvidenceConfig()
     transform = Transform(prior)
     x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
     u = np.array(u0, dtype=np.float64)
     n = len(u)
-    u_img = u.copy()
-    images = images_at(templates, transform.theta(u_img))
+    if first is None:
+        u_img = u.copy()
+        images = images_at(templates, transform.theta(u_img))
+        pending = None
+    else:
+        u_img, images, pending = first.u_img.copy(), first.images.copy(), first.expansion
     exact = np.zeros(n, dtype=bool)  # phase: moment-matched Gaussian pixels first, then exact
     done = np.zeros(n, dtype=bool)
     rounds = np.zeros(n, dtype=int)
@@ -243,15 +289,18 @@ def search(
         for flag, sel in zip((False, True), groups, strict=True):
             if not len(sel):
                 continue
-            exp = expand(
-                x[sel],
-                images[sel],
-                transform.theta(u_img[sel]),
-                variance,
-                prior,
-                theta=transform.theta(u[sel]),
-                exact=flag,
-            )
+            if pending is not None and not flag:  # every pair is in the Gaussian phase
+                exp, pending = pending, None
+            else:
+                exp = expand(
+                    x[sel],
+                    images[sel],
+                    transform.theta(u_img[sel]),
+                    variance,
+                    prior,
+                    theta=transform.theta(u[sel]),
+                    exact=flag,
+                )
             u_new, move, drift = _round(
                 exp, u[sel], u_img[sel], config.newton, BOX if flag else BOX_GAUSS
             )

@@ -343,28 +343,29 @@ class PosteriorEngine:
         # high dose one round from a proposal 10 % off in dose can land tens of nats short
         log_ev = np.full(len(site), -np.inf)
         idx = np.nonzero(keep)[0]
-        u1, quick = first_round(flat[site[idx]], pair_t(idx), u0[idx], self.prior, self.variance)
-        dropped = ~_within(quick, site[idx], len(xs), self.screen)
+        quick = first_round(flat[site[idx]], pair_t(idx), u0[idx], self.prior, self.variance)
+        dropped = ~_within(quick.laplace, site[idx], len(xs), self.screen)
         alt = np.nonzero(dropped & near[idx] & ~is_anchor[idx] & ~better[idx])[0]
         if len(alt):
             j = idx[alt]
-            u1_a, quick_a = first_round(
+            quick_a = first_round(
                 flat[site[j]], pair_t(j), found.mode[where[j]], self.prior, self.variance
             )
-            gain = quick_a > quick[alt]
-            quick[alt] = np.where(gain, quick_a, quick[alt])
-            u1[alt] = np.where(gain[:, None], u1_a, u1[alt])
-        log_ev[idx] = quick
-        keep2 = _within(quick, site[idx], len(xs), self.screen) | is_anchor[idx]
+            gain = quick_a.laplace > quick.laplace[alt]
+            quick = quick.replace(alt[gain], quick_a.take(np.nonzero(gain)[0]))
+        log_ev[idx] = quick.laplace
+        keep2 = _within(quick.laplace, site[idx], len(xs), self.screen) | is_anchor[idx]
         idx = idx[keep2]
-        # 4: the mode search, Laplace fit; importance sampling where the mass is
+        # 4: the mode search from there, Laplace fit; importance sampling where the mass is
+        carry = quick.take(np.nonzero(keep2)[0])
         found = search(
             flat[site[idx]],
             pair_t(idx),
-            u1[keep2],
+            carry.mode,
             self.prior,
             self.variance,
             config=self.config,
+            first=carry,
         )
         log_ev[idx] = found.laplace
         mass = _site_softmax(log_ev, site, len(xs))[idx]
