@@ -29,6 +29,7 @@ from inference.expansion import DIM
 from inference.modesearch import (
     EvidenceConfig,
     Search,
+    concat_search,
     first_round,
     images_at,
     search,
@@ -41,6 +42,7 @@ __all__ = [
     "EvidenceConfig",
     "PairEvidence",
     "Search",
+    "concat_search",
     "first_round",
     "images_at",
     "integrate",

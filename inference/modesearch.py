@@ -340,3 +340,20 @@ def subset_search(found: Search, idx: np.ndarray) -> Search:
         found.scale_tril[idx],
         found.rounds[idx],
     )
+
+
+def concat_search(parts: list[Search]) -> Search:
+    """The pairs of several :class:`Search` results, one after another."""
+    exp = [p.expansion for p in parts]
+    t = [e.t if e.t is not None else np.zeros((len(e.value0), DIM, DIM, DIM)) for e in exp]
+    stats = ("theta0", "value0", "g", "m", "z0")
+    fits = ("mode", "laplace", "scale_tril", "rounds")
+    return Search(
+        Expansion(
+            exp[0].transform,
+            *(np.concatenate([getattr(e, name) for e in exp]) for name in stats),
+            exp[0].pixels,
+            np.concatenate(t),
+        ),
+        *(np.concatenate([getattr(p, name) for p in parts]) for name in fits),
+    )

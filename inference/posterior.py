@@ -48,6 +48,7 @@ from inference.guide import SiteGuide, context_features
 from inference.laplace import (
     EvidenceConfig,
     PairEvidence,
+    concat_search,
     first_round,
     integrate,
     laplace_only,
@@ -337,35 +338,49 @@ class PosteriorEngine:
         is_anchor = np.zeros(len(site), dtype=bool)
         is_anchor[anchor] = True
         u0[anchor] = found.mode
-        keep = _within(score, site, len(xs), self.screen_profile) | is_anchor
-        # 3: one moment-matched round; a pair it would screen out that did not start
-        # from its anchor's mode gets a second round from there, the better kept — at
+        keep = _within(score, site, len(xs), self.screen_profile) & ~is_anchor
+        # 3: for the others, one moment-matched round, screened against the site's best of
+        # those and the anchors' own Laplace values; a pair it would screen out that did not
+        # start from its anchor's mode gets a second round from there, the better kept — at
         # high dose one round from a proposal 10 % off in dose can land tens of nats short
         log_ev = np.full(len(site), -np.inf)
-        idx = np.nonzero(keep)[0]
-        quick = first_round(flat[site[idx]], pair_t(idx), u0[idx], self.prior, self.variance)
-        dropped = ~_within(quick.laplace, site[idx], len(xs), self.screen)
-        alt = np.nonzero(dropped & near[idx] & ~is_anchor[idx] & ~better[idx])[0]
+        log_ev[anchor] = found.laplace
+        others = np.nonzero(keep)[0]
+        both = np.concatenate([anchor, others])
+
+        def screened(values):
+            log_ev[others] = values
+            return _within(log_ev[both], site[both], len(xs), self.screen)[len(anchor) :]
+
+        quick = first_round(
+            flat[site[others]], pair_t(others), u0[others], self.prior, self.variance
+        )
+        alt = np.nonzero(~screened(quick.laplace) & near[others] & ~better[others])[0]
         if len(alt):
-            j = idx[alt]
+            j = others[alt]
             quick_a = first_round(
                 flat[site[j]], pair_t(j), found.mode[where[j]], self.prior, self.variance
             )
             gain = quick_a.laplace > quick.laplace[alt]
             quick = quick.replace(alt[gain], quick_a.take(np.nonzero(gain)[0]))
-        log_ev[idx] = quick.laplace
-        keep2 = _within(quick.laplace, site[idx], len(xs), self.screen) | is_anchor[idx]
-        idx = idx[keep2]
-        # 4: the mode search from there, Laplace fit; importance sampling where the mass is
-        carry = quick.take(np.nonzero(keep2)[0])
-        found = search(
-            flat[site[idx]],
-            pair_t(idx),
-            carry.mode,
-            self.prior,
-            self.variance,
-            config=self.config,
-            first=carry,
+        kept = screened(quick.laplace)
+        # 4: the mode search from there, Laplace fit (the anchors have theirs); importance
+        # sampling where the mass is
+        carry = quick.take(np.nonzero(kept)[0])
+        idx = np.concatenate([anchor, others[kept]])
+        found = concat_search(
+            [
+                found,
+                search(
+                    flat[site[others[kept]]],
+                    pair_t(others[kept]),
+                    carry.mode,
+                    self.prior,
+                    self.variance,
+                    config=self.config,
+                    first=carry,
+                ),
+            ]
         )
         log_ev[idx] = found.laplace
         mass = _site_softmax(log_ev, site, len(xs))[idx]
