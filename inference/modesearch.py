@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from inference import expansion_kernels as kernels
+from inference import newton_kernels as kernels
 from inference.expansion import DIM, Expansion, Transform, Z, expand
 from likelihood.render import patch_images
 from simulate.renderer import PATCH, NuisancePrior
