@@ -252,9 +252,26 @@ def _accumulate(x, images, z0, variance, half, wide, log_factorial, inverse, exa
                     lam[k] += zj * bk
         scale = z0[p, nz - 1]
         total = 0.0
+        xrow = basis[nz - 1]
         for k in range(pixels):
-            xk = x[p, k]
-            basis[nz - 1, k] = xk
+            xrow[k] = x[p, k]
+        if not exact:  # the moment-matched Gaussian, in loops the compiler vectorises
+            r1, r2, r3, r4, r5 = r[1], r[2], r[3], r[4], r[5]
+            for k in range(pixels):
+                lk = max(lam[k], 0.0)
+                inv = 1.0 / (lk + variance)
+                res = xrow[k] * scale - lk
+                q = res * inv
+                r1[k] = q + 0.5 * q * q - 0.5 * inv
+                r2[k] = -q
+                r3[k] = -inv - 2.0 * q * inv - q * q * inv + 0.5 * inv * inv
+                r4[k] = inv + q * inv
+                r5[k] = -inv
+                w[k] = q * res
+            for k in range(pixels):
+                total -= 0.5 * (w[k] + math.log(2 * math.pi * (max(lam[k], 0.0) + variance)))
+        for k in range(pixels if exact else 0):
+            xk = xrow[k]
             st = _pixel(
                 xk * scale,
                 lam[k],
