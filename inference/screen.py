@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+import numba as nb
 import numpy as np
 import torch
 
@@ -34,7 +35,7 @@ def profile_score(
     variance: float,
     prior: NuisancePrior,
     *,
-    chunk: int = 4096,
+    chunk: int = 256,
 ) -> np.ndarray:
     """Score (P,) [nats, up to a per-site constant] of pairs (site[p], table[template[p]]) at
     θ (P, 6); `table` (templates, W, W).
@@ -61,16 +62,30 @@ def profile_score(
     sums = np.stack([w.sum(1), wx.sum(1), (wx * flat).sum(1)], 1)  # Σw, Σwx, Σwx²
     out = np.empty(len(theta))
     th = torch.as_tensor(theta, dtype=torch.float32)
-    w32, wx32 = torch.from_numpy(w.astype(np.float32)), torch.from_numpy(wx.astype(np.float32))
     for lo in range(0, len(theta), chunk):
         sl = slice(lo, lo + chunk)
-        s = torch.from_numpy(site[sl])
         with torch.no_grad():
             t = table[torch.from_numpy(template[sl])]
-            mu = patch_mean(t, th[sl, 2], th[sl, 3], th[sl, 4]).flatten(1)
-            ws, wxs = w32[s], wx32[s]
-            moments = torch.stack([(ws * mu).sum(1), (wxs * mu).sum(1), (ws * mu * mu).sum(1)], 1)
-        out[sl] = _score(sums[site[sl]], moments.double().numpy(), prior)
+            mu = patch_mean(t, th[sl, 2], th[sl, 3], th[sl, 4]).flatten(1).numpy()
+        out[sl] = _score(sums[site[sl]], _moments(mu, site[sl], w, wx), prior)
+    return out
+
+
+@nb.njit(nogil=True, cache=True, fastmath=True)
+def _moments(mu, site, w, wx):  # pragma: no cover - compiled
+    """(Σ w μ, Σ w x μ, Σ w μ²) per pair (P, 3), μ (P, pixels) against its site's weights."""
+    out = np.empty((mu.shape[0], 3))
+    for p in range(mu.shape[0]):
+        ws, wxs = w[site[p]], wx[site[p]]
+        a = 0.0
+        b = 0.0
+        c = 0.0
+        for k in range(mu.shape[1]):
+            m = mu[p, k]
+            a += ws[k] * m
+            b += wxs[k] * m
+            c += ws[k] * m * m
+        out[p, 0], out[p, 1], out[p, 2] = a, b, c
     return out
 
 
