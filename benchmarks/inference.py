@@ -21,7 +21,8 @@ Prints ``key: value`` lines. Five parts (``--part``, default all but exact):
   chains, step size and mass matrix, against our class posterior at τ = 1: total-variation
   distance (mean, p95, max), r-hat and bulk ESS per site (worst θ coordinate),
   divergences, and the time ratio. ``--nuts-out DIR`` keeps every batch as a
-  netCDF file and resumes; ``--nuts-shard i/N`` splits the batches over N
+  netCDF file and resumes (``--nuts-refresh``: only brings the stored sites' ``post_ours``
+  up to the engine as it is, runs no chain); ``--nuts-shard i/N`` splits the batches over N
   processes (``--threads 1`` each).
 - **exact** — the NUTS check's sites whose class is uncertain (top class
   < 0.999 in ours or in NUTS of ``--nuts-out``), against a third reference:
@@ -286,6 +287,12 @@ def main() -> None:
         "--nuts-idata", action="store_true", help="also keep each run's InferenceData there"
     )
     parser.add_argument("--nuts-shard", default="0/1", help="i/N: run every N-th batch")
+    parser.add_argument(
+        "--nuts-refresh",
+        action="store_true",
+        help="with --nuts-out: refresh the stored sites' post_ours to the engine as it is, "
+        "report, and run no NUTS batch",
+    )
     parser.add_argument(
         "--exact-sites", type=int, default=50, help="--part exact: at most this many sites"
     )

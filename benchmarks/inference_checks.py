@@ -57,7 +57,8 @@ def nuts(args, bank, engine) -> None:
     With ``--nuts-out DIR`` every batch is written there as it finishes and a rerun
     skips the sites already there (found by site, refreshing their ``post_ours`` to the
     engine as it is); ``--nuts-shard i/N`` runs every N-th batch
-    (N processes share the work; each prints the summary of what is there so far).
+    (N processes share the work; each prints the summary of what is there so far);
+    ``--nuts-refresh`` only refreshes the stored sites' ``post_ours`` and reports.
     """
     import xarray as xr
 
@@ -120,6 +121,9 @@ def nuts(args, bank, engine) -> None:
                 local = fresh[sub]
                 path = _free_path(folder, site_type, reserve=todo) if folder else None
                 todo.append((1, site_type, int(rows[local[0]]), local, width, path, part))
+    if args.nuts_refresh:  # the stored sites' post_ours are current now; run nothing
+        print(f"nuts_batches_not_run: {len(todo)}")
+        todo = []
     # batches known unmixed first, then new ones, then reruns under the new scheme
     for _, site_type, k, local, width, path, part in sorted(todo, key=lambda t: t[:3]):
         if (

@@ -70,25 +70,28 @@ class PairEvidence:
     pit: np.ndarray | None = None  # (P, 6) when the truth is given
 
 
-def _student_t(loc, tril, samples, df, rng, radius: float = 6.0):
+def _student_t(loc, tril, samples, df, rng, group, radius: float = 6.0):
     """Draws (P, S, 6) from the multivariate Student-t truncated at Mahalanobis `radius`, and
     their log density.
 
     The expansion is trusted within a few posterior sd of its point; beyond `radius`
     proposal scales (≈ 7 posterior sd) the proposal puts no draws and the posterior
-    is taken to have no mass. One set of standardised draws serves every pair (common
-    random numbers: differences of evidences between a site's candidates are less
-    noisy); the radii are stratified.
+    is taken to have no mass. The pairs of one `group` (P,) — a site's candidates —
+    share one set of standardised draws (common random numbers: differences of
+    evidences between a site's candidates are less noisy); the groups' directions are
+    independent, so that no two sites' estimates (and k̂) share their luck. The radii are
+    stratified, the same quantiles for every group.
     """
     from scipy import stats
 
-    direction = rng.standard_normal((samples, DIM))
-    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    groups = int(group.max()) + 1 if len(group) else 0
+    direction = rng.standard_normal((groups, samples, DIM))
+    direction /= np.linalg.norm(direction, axis=2, keepdims=True)
     top = stats.f.cdf(radius**2 / DIM, DIM, df)
     quantile = (np.arange(samples) + rng.random(samples)) / samples * top
     maha = DIM * stats.f.ppf(quantile, DIM, df)
-    z = direction * np.sqrt(maha)[:, None]  # (S, 6), standardised draws
-    u = loc[:, None] + np.matmul(z, tril.transpose(0, 2, 1))
+    z = direction * np.sqrt(maha)[None, :, None]  # (groups, S, 6), standardised draws
+    u = loc[:, None] + np.matmul(z[group], tril.transpose(0, 2, 1))
     log_det = np.log(np.diagonal(tril, axis1=1, axis2=2)).sum(-1)[:, None]
     log_q = (
         math.lgamma((df + DIM) / 2)
@@ -107,13 +110,22 @@ def integrate(
     config: EvidenceConfig | None = None,
     rng: np.random.Generator,
     truth: np.ndarray | None = None,
+    group: np.ndarray | None = None,
 ) -> PairEvidence:
-    """Importance sampling of the pairs of a :class:`Search` around their Laplace fits."""
+    """Importance sampling of the pairs of a :class:`Search` around their Laplace fits.
+
+    `group` (P,) says which pairs share their standardised draws (a site's candidates);
+    by default every pair does."""
     config = config or EvidenceConfig()
     exp, u = found.expansion, found.mode
+    group = (
+        np.zeros(len(u), dtype=int)
+        if group is None
+        else np.unique(group, return_inverse=True)[1].ravel()
+    )
     tril = found.scale_tril * config.inflate
     first = max(16, config.samples // 4) if config.adapt else config.samples
-    draws, log_q = _student_t(u, tril, first, config.df, rng)
+    draws, log_q = _student_t(u, tril, first, config.df, rng, group)
     value = exp.value(draws)
     log_w = value - log_q
     if config.adapt:
@@ -135,7 +147,7 @@ def integrate(
         ok &= (np.abs(white).max(1) < 3.0) & (spread.max(1) < 9.0)
         tril2 = np.where(ok[:, None, None], np.linalg.cholesky(safe) * 1.1, tril)
         loc2 = np.where(ok[:, None], mean, u)
-        draws, log_q = _student_t(loc2, tril2, config.samples, config.df, rng)
+        draws, log_q = _student_t(loc2, tril2, config.samples, config.df, rng, group)
         value = exp.value(draws)
         log_w = value - log_q
     log_w = np.where(np.isfinite(log_w), log_w, -np.inf)

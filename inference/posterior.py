@@ -389,7 +389,7 @@ class PosteriorEngine:
         if heavy.any():
             sub = subset_search(found, np.nonzero(heavy)[0])
             tr = None if truth is None else truth[site[idx[heavy]]]
-            is_ = integrate(sub, config=self.config, rng=rng, truth=tr)
+            is_ = integrate(sub, config=self.config, rng=rng, truth=tr, group=site[idx[heavy]])
             result = _merge(result, is_, heavy, truth is not None)
         log_ev[idx] = result.log_evidence
         return pairs, log_ev, idx, result, (site[idx], cand[idx], var[idx])
