@@ -19,7 +19,7 @@ def _nuts_sites(args, bank, engine) -> dict:
 
     ``--nuts-sites`` patches of every grid case (seed ``--seed`` + 5), the context
     known; per type a dict of the rows, our seconds per site, our class
-    posterior at τ = 1 and the terms (:meth:`inference.posterior.PairTable.terms`)."""
+    posterior at τ = 1 and the terms (:meth:`inference.pairs.PairTable.terms`)."""
     from inference.evaluate import bank_cases
     from inference.posterior import own_case_prior
     from prob.classes import CLASSES, site_type_of

@@ -24,6 +24,12 @@ CUBIC = np.array([0, 1, 2, 3, 4, 11])
 CUBIC_CAP = 2.0
 """The third-order term enters as C·tanh(c/C) [nats]: itself where it is a correction
 (|c| ≪ C), bounded where a far draw leaves the region the expansion describes."""
+_TERMS = np.array([(i, j, q) for i in range(6) for j in range(i, 6) for q in range(j, 6)])
+"""The 56 distinct index triples i ≤ j ≤ q of the symmetric third-order tensor …"""
+_WEIGHTS = np.array([6.0 if i < j < q else (1.0 if i == q else 3.0) for i, j, q in _TERMS])
+"""… and how many of its 216 entries each stands for."""
+_Z_TERMS = CUBIC[_TERMS]
+"""The z components of each triple."""
 _LOG_2PI = math.log(2 * math.pi)
 
 
@@ -54,8 +60,8 @@ def _logit_part(uj):  # pragma: no cover - compiled
 
 @nb.njit(cache=True, nogil=True)
 def _theta_log_prior(u, c, out):  # pragma: no cover - compiled
-    """θ(u) into `out` and the log prior at u (the same as :func:`_theta`, :func:`_log_prior`
-    with fewer transcendental calls), and σ(u₁), σ(u₂), σ(u₅)."""
+    """θ(u) of :mod:`inference.theta` into `out`; returns the log prior at u and σ(u₁),
+    σ(u₂), σ(u₅) — one exp and one log1p per logit coordinate."""
     s1, l1 = _logit_part(u[1])
     s2, l2 = _logit_part(u[2])
     s5, l5 = _logit_part(u[5])
@@ -88,8 +94,8 @@ def _z(theta, t0, c, out):  # pragma: no cover - compiled
 
 
 @nb.njit(cache=True, nogil=True)
-def _value(u, p, theta0, value0, g, m, z0, t, pixels, c, theta, z, dz, dc):  # pragma: no cover
-    """The expanded log joint of pair p at u (6,); theta … dc are scratch arrays. The
+def pair_value(u, p, theta0, value0, g, m, z0, t, pixels, c, theta, z, dz):  # pragma: no cover
+    """The expanded log joint of pair p at u (6,); theta, z, dz are scratch arrays. The
     quadratic and cubic forms run over their symmetric tensors' distinct entries."""
     log_prior, _, _, s5 = _theta_log_prior(u, c, theta)
     _z(theta, theta0[p], c, z)
@@ -101,20 +107,20 @@ def _value(u, p, theta0, value0, g, m, z0, t, pixels, c, theta, z, dz, dc):  # p
         for j in range(i + 1, 12):
             row += m[p, i, j] * dz[j]
         acc += dz[i] * (g[p, i] + row)
-    # log s = log(N/a) = log(pixel area) + log dose − u₀
-    log_s = c[9] + c[3] + (c[4] - c[3]) * s5 - u[0]
-    v = value0[p] + pixels * log_s + acc
+    # n log s, s = N/a: log(pixel area) + log dose − u₀
+    v = value0[p] + pixels * (c[9] + c[3] + (c[4] - c[3]) * s5 - u[0]) + acc
     if t.shape[0] > 0:
-        for i in range(6):
-            dc[i] = dz[CUBIC[i]]
-        cub = 0.0
-        for i in range(6):
-            for j in range(i, 6):
-                dij = dc[i] * dc[j]
-                for q in range(j, 6):
-                    w = 6.0 if (i < j and j < q) else (1.0 if i == q else 3.0)
-                    cub += w * t[p, i, j, q] * dij * dc[q]
-        v += CUBIC_CAP * math.tanh(cub / 6.0 / CUBIC_CAP)
+        k3 = 0.0
+        for r in range(56):
+            i, j, q = _TERMS[r, 0], _TERMS[r, 1], _TERMS[r, 2]
+            k3 += (
+                _WEIGHTS[r]
+                * t[p, i, j, q]
+                * dz[_Z_TERMS[r, 0]]
+                * dz[_Z_TERMS[r, 1]]
+                * dz[_Z_TERMS[r, 2]]
+            )
+        v += CUBIC_CAP * math.tanh(k3 / 6.0 / CUBIC_CAP)
     return v + log_prior
 
 
@@ -122,24 +128,15 @@ def _value(u, p, theta0, value0, g, m, z0, t, pixels, c, theta, z, dz, dc):  # p
 def values(u, theta0, value0, g, m, z0, t, pixels, c):  # pragma: no cover - compiled
     """The expanded log joint (P, K) at u (P, K, 6); `t` (P, 6, 6, 6) or (0, 6, 6, 6).
 
-    :func:`_value` for many draws of each pair: the pair's distinct quadratic and cubic
+    :func:`pair_value` for many draws of each pair: the pair's distinct quadratic and cubic
     coefficients are gathered once, then every draw reads them in order."""
     n_pair, n_draw = u.shape[0], u.shape[1]
     out = np.empty((n_pair, n_draw))
     quad = np.empty(78)  # m's upper triangle, the diagonal halved
     cub = np.empty(56)  # t's distinct entries × multiplicity / (6 C)
-    weight = np.empty(56)
-    which = np.empty((56, 3), dtype=np.int64)
     z = np.empty(12)
     dz = np.empty(12)
     theta = np.empty(6)
-    r = 0
-    for i in range(6):
-        for j in range(i, 6):
-            for q in range(j, 6):
-                which[r, 0], which[r, 1], which[r, 2] = CUBIC[i], CUBIC[j], CUBIC[q]
-                weight[r] = 6.0 if (i < j and j < q) else (1.0 if i == q else 3.0)
-                r += 1
     cubic_on = t.shape[0] > 0
     for p in range(n_pair):
         r = 0
@@ -150,12 +147,9 @@ def values(u, theta0, value0, g, m, z0, t, pixels, c):  # pragma: no cover - com
                 quad[r] = m[p, i, j]
                 r += 1
         if cubic_on:
-            r = 0
-            for i in range(6):
-                for j in range(i, 6):
-                    for q in range(j, 6):
-                        cub[r] = weight[r] * t[p, i, j, q] / (6.0 * CUBIC_CAP)
-                        r += 1
+            for r in range(56):
+                entry = t[p, _TERMS[r, 0], _TERMS[r, 1], _TERMS[r, 2]]
+                cub[r] = _WEIGHTS[r] * entry / (6.0 * CUBIC_CAP)
         for k in range(n_draw):
             uk = u[p, k]
             log_prior, _, _, s5 = _theta_log_prior(uk, c, theta)
@@ -174,18 +168,18 @@ def values(u, theta0, value0, g, m, z0, t, pixels, c):  # pragma: no cover - com
             if cubic_on:
                 k3 = 0.0
                 for r in range(56):
-                    k3 += cub[r] * dz[which[r, 0]] * dz[which[r, 1]] * dz[which[r, 2]]
+                    k3 += cub[r] * dz[_Z_TERMS[r, 0]] * dz[_Z_TERMS[r, 1]] * dz[_Z_TERMS[r, 2]]
                 v += CUBIC_CAP * math.tanh(k3)
             out[p, k] = v + log_prior
     return out
 
 
 WORK = 420
-"""Size of the scratch array :func:`_derivatives` carves its work arrays from."""
+"""Size of the scratch array :func:`pair_derivatives` carves its work arrays from."""
 
 
 @nb.njit(cache=True, nogil=True)
-def _derivatives(up, p, theta0, value0, g, m, z0, t, pixels, c, grad, hess, work):
+def pair_derivatives(up, p, theta0, value0, g, m, z0, t, pixels, c, grad, hess, work):
     # pragma: no cover - compiled
     """Value of pair p at u (6,); its gradient and Hessian written into grad (6,), hess (6, 6).
     `work` is scratch of :data:`WORK` values."""
@@ -334,7 +328,7 @@ def derivatives(u, theta0, value0, g, m, z0, t, pixels, c):  # pragma: no cover 
     hess = np.empty((n_pair, 6, 6))
     work = np.empty(WORK)
     for p in range(n_pair):
-        val[p] = _derivatives(
+        val[p] = pair_derivatives(
             u[p], p, theta0, value0, g, m, z0, t, pixels, c, grad[p], hess[p], work
         )
     return val, grad, hess

@@ -15,7 +15,7 @@ import math
 import numba as nb
 import numpy as np
 
-from inference.expansion_kernels import WORK, _derivatives, _value
+from inference.expansion_kernels import WORK, pair_derivatives, pair_value
 
 
 @nb.njit(cache=True, nogil=True)
@@ -76,21 +76,23 @@ def _marginal_sd(hess, out, sym, chol, e, col):  # pragma: no cover - compiled
         out[i] = math.sqrt(s)
 
 
+NEWTON_WORK = 162
+"""Size of the scratch array :func:`_newton` carves its work arrays from."""
+
+
 @nb.njit(cache=True, nogil=True)
-def _newton(u, p, box, centre, iterations, theta0, value0, g, m, z0, t, pixels, c, work):
+def _newton(u, p, box, centre, iterations, theta0, value0, g, m, z0, t, pixels, c, work, mine):
     # pragma: no cover - compiled
     """Saddle-free Newton with backtracking on pair p from u (6,), moved in place; each step
     clipped to centre ± box (6,). The step is |H|⁻¹ g with the eigenvalues' moduli floored at
-    10⁻²: by Cholesky where −H's eigenvalues are all above that, else by eigh."""
-    grad = np.empty(6)
-    hess = np.empty((6, 6))
-    sym = np.empty((6, 6))
-    chol = np.empty((6, 6))
-    base = np.empty(6)
-    step = np.empty(6)
-    cand = np.empty(6)
-    theta, z, dz, dc = np.empty(6), np.empty(12), np.empty(12), np.empty(6)
-    value = _derivatives(u, p, theta0, value0, g, m, z0, t, pixels, c, grad, hess, work)
+    10⁻²: by Cholesky where −H's eigenvalues are all above that, else by eigh. `work` is
+    :func:`pair_derivatives`' scratch, `mine` this function's (:data:`NEWTON_WORK`)."""
+    grad, base, step, cand, theta = mine[0:6], mine[6:12], mine[12:18], mine[18:24], mine[24:30]
+    z, dz = mine[30:42], mine[42:54]
+    hess = mine[54:90].reshape((6, 6))
+    sym = mine[90:126].reshape((6, 6))
+    chol = mine[126:162].reshape((6, 6))
+    value = pair_derivatives(u, p, theta0, value0, g, m, z0, t, pixels, c, grad, hess, work)
     for _ in range(iterations):
         for i in range(6):
             for j in range(6):
@@ -119,7 +121,7 @@ def _newton(u, p, box, centre, iterations, theta0, value0, g, m, z0, t, pixels, 
         for _try in range(8):
             for i in range(6):
                 cand[i] = centre[i] + min(max(base[i] + step[i] - centre[i], -box[i]), box[i])
-            v_new = _value(cand, p, theta0, value0, g, m, z0, t, pixels, c, theta, z, dz, dc)
+            v_new = pair_value(cand, p, theta0, value0, g, m, z0, t, pixels, c, theta, z, dz)
             if v_new >= value - 1e-9:
                 for i in range(6):
                     u[i] = cand[i]
@@ -129,7 +131,7 @@ def _newton(u, p, box, centre, iterations, theta0, value0, g, m, z0, t, pixels, 
         moved = 0.0
         for i in range(6):
             moved = max(moved, abs(u[i] - base[i]))
-        value = _derivatives(u, p, theta0, value0, g, m, z0, t, pixels, c, grad, hess, work)
+        value = pair_derivatives(u, p, theta0, value0, g, m, z0, t, pixels, c, grad, hess, work)
         worst = 0.0
         for i in range(6):
             worst = max(worst, abs(grad[i]) / math.sqrt(max(abs(hess[i, i]), 1e-12)))
@@ -141,10 +143,24 @@ def _newton(u, p, box, centre, iterations, theta0, value0, g, m, z0, t, pixels, 
 def newton(u, box, centre, iterations, theta0, value0, g, m, z0, t, pixels, c):
     # pragma: no cover - compiled
     """:func:`_newton` for every pair: u (P, 6) moved in place; box and centre (P, 6)."""
-    work = np.empty(WORK)
+    work, mine = np.empty(WORK), np.empty(NEWTON_WORK)
     for p in range(u.shape[0]):
         _newton(
-            u[p], p, box[p], centre[p], iterations, theta0, value0, g, m, z0, t, pixels, c, work
+            u[p],
+            p,
+            box[p],
+            centre[p],
+            iterations,
+            theta0,
+            value0,
+            g,
+            m,
+            z0,
+            t,
+            pixels,
+            c,
+            work,
+            mine,
         )
 
 
@@ -162,16 +178,18 @@ def rounds(u, u_img, box, iterations, theta0, value0, g, m, z0, t, pixels, c):
     sd = np.empty(6)
     b = np.empty(6)
     centre = np.empty(6)
-    work = np.empty(WORK)
+    work, mine = np.empty(WORK), np.empty(NEWTON_WORK)
     sym, chol, e, col = np.empty((6, 6)), np.empty((6, 6)), np.empty(6), np.empty(6)
     for p in range(n_pair):
-        _derivatives(u[p], p, theta0, value0, g, m, z0, t, pixels, c, grad, hess, work)
+        pair_derivatives(u[p], p, theta0, value0, g, m, z0, t, pixels, c, grad, hess, work)
         _marginal_sd(hess, sd, sym, chol, e, col)
         for i in range(6):
             b[i] = max(box[i], 1.5 * sd[i])
             centre[i] = u_img[p, i] if 2 <= i <= 4 else u[p, i]
-        _newton(out[p], p, b, centre, iterations, theta0, value0, g, m, z0, t, pixels, c, work)
-        _derivatives(out[p], p, theta0, value0, g, m, z0, t, pixels, c, grad, hess, work)
+        _newton(
+            out[p], p, b, centre, iterations, theta0, value0, g, m, z0, t, pixels, c, work, mine
+        )
+        pair_derivatives(out[p], p, theta0, value0, g, m, z0, t, pixels, c, grad, hess, work)
         _marginal_sd(hess, sd, sym, chol, e, col)
         mv = 0.0
         dr = 0.0

@@ -134,6 +134,27 @@ def _sums(yi, li, variance, k0, width, n0, n1, cpow, log_factorial, inverse):  #
 
 
 @nb.njit(fastmath=True, inline="always", cache=True)
+def _gaussian(yi, li, variance):  # pragma: no cover - compiled
+    """The moment-matched Gaussian N(λ, λ + v): (r²/d, d, ∂ℓ/∂λ, ∂ℓ/∂y, ∂²ℓ/∂λ², ∂²ℓ/∂λ∂y,
+    ∂²ℓ/∂y²) with r = y − λ, d = λ + v; ℓ = −½ r²/d − ½ log 2πd (its log is left to the
+    caller, so that loops of these vectorise)."""
+    li = max(li, 0.0)
+    d = li + variance
+    inv = 1.0 / d
+    res = yi - li
+    q = res * inv
+    return (
+        q * res,
+        d,
+        q + 0.5 * q * q - 0.5 * inv,
+        -q,
+        -inv - 2.0 * q * inv - q * q * inv + 0.5 * inv * inv,
+        inv + q * inv,
+        -inv,
+    )
+
+
+@nb.njit(fastmath=True, inline="always", cache=True)
 def _pixel(
     yi, li, variance, half, wide, cpow, lognorm, log_factorial, inverse, exact
 ):  # pragma: no cover
@@ -149,16 +170,14 @@ def _pixel(
     bias would cost the curvature a few per cent at a count or two.
     """
     if not exact:
-        li = max(li, 0.0)
-        d = li + variance
-        r = yi - li
+        chi2, d, g1, g2, h11, h12, h22 = _gaussian(yi, li, variance)
         return (
-            -0.5 * r * r / d - 0.5 * math.log(2 * math.pi * d),
-            r / d + 0.5 * r * r / (d * d) - 0.5 / d,
-            -r / d,
-            -1.0 / d - 2.0 * r / (d * d) - r * r / (d * d * d) + 0.5 / (d * d),
-            1.0 / d + r / (d * d),
-            -1.0 / d,
+            -0.5 * (chi2 + math.log(2 * math.pi * d)),
+            g1,
+            g2,
+            h11,
+            h12,
+            h22,
             0.0,
             0.0,
             0.0,
@@ -258,35 +277,28 @@ def _accumulate(x, images, z0, variance, half, wide, log_factorial, inverse, exa
         if not exact:  # the moment-matched Gaussian, in loops the compiler vectorises
             r1, r2, r3, r4, r5 = r[1], r[2], r[3], r[4], r[5]
             for k in range(pixels):
-                lk = max(lam[k], 0.0)
-                inv = 1.0 / (lk + variance)
-                res = xrow[k] * scale - lk
-                q = res * inv
-                r1[k] = q + 0.5 * q * q - 0.5 * inv
-                r2[k] = -q
-                r3[k] = -inv - 2.0 * q * inv - q * q * inv + 0.5 * inv * inv
-                r4[k] = inv + q * inv
-                r5[k] = -inv
-                w[k] = q * res
+                w[k], w2[k], r1[k], r2[k], r3[k], r4[k], r5[k] = _gaussian(
+                    xrow[k] * scale, lam[k], variance
+                )
             for k in range(pixels):
-                total -= 0.5 * (w[k] + math.log(2 * math.pi * (max(lam[k], 0.0) + variance)))
-        for k in range(pixels if exact else 0):
-            xk = xrow[k]
-            st = _pixel(
-                xk * scale,
-                lam[k],
-                variance,
-                half,
-                wide,
-                cpow,
-                lognorm,
-                log_factorial,
-                inverse,
-                exact,
-            )
-            total += st[0]
-            for j in range(1, 10):
-                r[j, k] = st[j]
+                total -= 0.5 * (w[k] + math.log(2 * math.pi * w2[k]))
+        else:  # the exact Poisson–Gaussian, pixel by pixel
+            for k in range(pixels):
+                st = _pixel(
+                    xrow[k] * scale,
+                    lam[k],
+                    variance,
+                    half,
+                    wide,
+                    cpow,
+                    lognorm,
+                    log_factorial,
+                    inverse,
+                    True,
+                )
+                total += st[0]
+                for j in range(1, 10):
+                    r[j, k] = st[j]
         value[p] = total
         # … then the moments as dot products over the pixels (vectorised)
         for i in range(nz):
