@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from inference import draw_kernels
 from inference.expansion import DIM
 from inference.modesearch import (
     EvidenceConfig,
@@ -91,7 +92,12 @@ def _student_t(loc, tril, samples, df, rng, group, radius: float = 6.0):
     quantile = (np.arange(samples) + rng.random(samples)) / samples * top
     maha = DIM * stats.f.ppf(quantile, DIM, df)
     z = direction * np.sqrt(maha)[None, :, None]  # (groups, S, 6), standardised draws
-    u = loc[:, None] + np.matmul(z[group], tril.transpose(0, 2, 1))
+    u = draw_kernels.draws(
+        np.ascontiguousarray(loc, dtype=np.float64),
+        np.ascontiguousarray(tril, dtype=np.float64),
+        z,
+        np.ascontiguousarray(group, dtype=np.int64),
+    )
     log_det = np.log(np.diagonal(tril, axis1=1, axis2=2)).sum(-1)[:, None]
     log_q = (
         math.lgamma((df + DIM) / 2)
@@ -163,12 +169,14 @@ def integrate(
     log_z = np.log(mean_w) + top[:, 0]
     se = np.sqrt(w.var(1, ddof=1) / w.shape[1]) / np.maximum(mean_w, 1e-300)
     norm = w / w.sum(1, keepdims=True)
-    theta = exp.transform.theta(draws)
-    t_mean = (norm[..., None] * theta).sum(1)
-    t_sd = np.sqrt(np.maximum((norm[..., None] * (theta - t_mean[:, None]) ** 2).sum(1), 0.0))
-    pit = None
-    if truth is not None:
-        pit = (norm[..., None] * (theta <= np.asarray(truth)[:, None, :])).sum(1)
+    t_mean, t_sd, pit = draw_kernels.theta_moments(
+        draws,
+        norm,
+        exp.transform.constants,
+        np.zeros((len(u), DIM)) if truth is None else np.asarray(truth, dtype=np.float64),
+        truth is not None,
+    )
+    pit = pit if truth is not None else None
     k_hat = pareto_k(log_w)
     log_z = np.where(broken, found.laplace, log_z)
     se = np.where(broken, np.nan, se)

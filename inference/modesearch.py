@@ -79,15 +79,17 @@ class EvidenceConfig:
 
 
 def images_at(templates: torch.Tensor, theta: np.ndarray, chunk: int = 128) -> np.ndarray:
-    """(P, 10, pixels) μ and its derivative images of templates (P, W, W) at θ (P, 6)."""
-    out = []
+    """(P, 10, pixels) μ and its derivative images of templates (P, W, W) at θ (P, 6), in
+    the templates' precision (float32: the expansion reads them into float64 pixel by
+    pixel, so widening them here would only double the memory every copy moves)."""
     th = torch.as_tensor(theta, dtype=templates.dtype)
+    out = torch.empty(len(th), 10, PATCH * PATCH, dtype=templates.dtype)
     with torch.no_grad():
         for lo in range(0, len(th), chunk):
             t = th[lo : lo + chunk]
             im = patch_images(templates[lo : lo + chunk], t[:, 2], t[:, 3], t[:, 4])
-            out.append(im.flatten(2).double().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 10, 0))
+            out[lo : lo + chunk] = im.flatten(2)
+    return out.numpy()
 
 
 def _safe_precision(neg_hess: np.ndarray, floor: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -163,18 +165,14 @@ class FirstRound:
         )
 
     def replace(self, rows: np.ndarray, other: FirstRound) -> FirstRound:
-        """This with the pairs `rows` taken from `other` (of len(rows) pairs)."""
-        if not len(rows):
-            return self
-        out = {}
+        """This with the pairs `rows` taken from `other` (of len(rows) pairs), *in place*:
+        the caller owns both (the images are the bulk, and a copy of them all cost more
+        than the round that made the replacements)."""
         for name in ("mode", "laplace", "u_img", "images"):
-            value = getattr(self, name).copy()
-            value[rows] = getattr(other, name)
-            out[name] = value
-        exp = _subset(self.expansion, np.arange(len(self.mode)))
+            getattr(self, name)[rows] = getattr(other, name)
         for name in ("theta0", "value0", "g", "m", "z0"):
-            getattr(exp, name)[rows] = getattr(other.expansion, name)
-        return FirstRound(**out, expansion=exp)
+            getattr(self.expansion, name)[rows] = getattr(other.expansion, name)
+        return self
 
 
 def first_round(
