@@ -121,7 +121,9 @@ def integrate(
     """Importance sampling of the pairs of a :class:`Search` around their Laplace fits.
 
     `group` (P,) says which pairs share their standardised draws (a site's candidates);
-    by default every pair does."""
+    by default every pair does. Pairs whose k̂ exceeds ``config.retry_khat`` sample
+    once more, ``config.retry`` times the draws, from a proposal refitted to their
+    weighted draws, and keep that estimate (and its k̂)."""
     config = config or EvidenceConfig()
     exp, u = found.expansion, found.mode
     group = (
@@ -132,30 +134,59 @@ def integrate(
     tril = found.scale_tril * config.inflate
     first = max(16, config.samples // 4) if config.adapt else config.samples
     draws, log_q = _student_t(u, tril, first, config.df, rng, group)
-    value = exp.value(draws)
-    log_w = value - log_q
+    log_w = exp.value(draws) - log_q
     if config.adapt:
         # refit the proposal to the weighted draws and sample again; the estimate uses the
         # second batch alone (the first, from the Laplace fit, mostly finds its shape)
-        w = _normalised(log_w)
-        mean = (w[..., None] * draws).sum(1)
-        dev = draws - mean[:, None]
-        cov2 = np.matmul((w[..., None] * dev).transpose(0, 2, 1), dev) + 1e-12 * np.eye(DIM)
-        ok = np.all(np.linalg.eigvalsh(cov2) > 0, axis=1) & np.isfinite(mean).all(1)
-        safe = np.where(
-            ok[:, None, None], cov2, found.scale_tril @ np.swapaxes(found.scale_tril, 1, 2)
-        )
-        # a refit that wanders off (mean beyond 3 Laplace sd, or wider than 3× in any
-        # direction) says the expansion misled the first batch: keep the Laplace proposal
-        lap = found.scale_tril
-        white = np.linalg.solve(lap, (mean - u)[..., None])[..., 0]
-        spread = np.linalg.eigvalsh(np.linalg.solve(lap, np.linalg.solve(lap, safe).swapaxes(1, 2)))
-        ok &= (np.abs(white).max(1) < 3.0) & (spread.max(1) < 9.0)
-        tril2 = np.where(ok[:, None, None], np.linalg.cholesky(safe) * 1.1, tril)
-        loc2 = np.where(ok[:, None], mean, u)
+        loc2, tril2 = _refit(draws, log_w, u, found.scale_tril, tril)
         draws, log_q = _student_t(loc2, tril2, config.samples, config.df, rng, group)
-        value = exp.value(draws)
-        log_w = value - log_q
+    out = _estimate(exp, found, draws, log_q, truth)
+    k_hat = out["pareto_k"]
+    retry = np.nonzero(np.isfinite(k_hat) & (k_hat > config.retry_khat))[0]
+    retry = retry if config.retry > 1 else retry[:0]
+    if len(retry):
+        # the weights' tail is heavy: refit to this batch (its weights say where the
+        # proposal was thin) and sample `retry` times as many draws
+        sub = subset_search(found, retry)
+        log_w = (out.pop("log_w"))[retry]
+        loc3, tril3 = _refit(draws[retry], log_w, u[retry], sub.scale_tril, tril[retry])
+        draws3, log_q3 = _student_t(
+            loc3, tril3, config.samples * config.retry, config.df, rng, group[retry]
+        )
+        again = _estimate(
+            sub.expansion, sub, draws3, log_q3, None if truth is None else truth[retry]
+        )
+        for name, value in again.items():
+            if name != "log_w" and value is not None:
+                out[name][retry] = value
+    out.pop("log_w", None)
+    return PairEvidence(
+        **out, laplace=found.laplace, mode=u, scale_tril=found.scale_tril, rounds=found.rounds
+    )
+
+
+def _refit(draws, log_w, u, lap, tril):
+    """(loc, scale) of a Student-t refitted to weighted draws (P, S, 6) — or the Laplace
+    proposal (u, `tril`) for pairs where the refit wanders off (mean beyond 3 Laplace sd,
+    or wider than 3× in any direction: the expansion misled the draws)."""
+    w = _normalised(log_w)
+    mean = (w[..., None] * draws).sum(1)
+    dev = draws - mean[:, None]
+    cov2 = np.matmul((w[..., None] * dev).transpose(0, 2, 1), dev) + 1e-12 * np.eye(DIM)
+    ok = np.all(np.linalg.eigvalsh(cov2) > 0, axis=1) & np.isfinite(mean).all(1)
+    safe = np.where(ok[:, None, None], cov2, lap @ np.swapaxes(lap, 1, 2))
+    white = np.linalg.solve(lap, (mean - u)[..., None])[..., 0]
+    spread = np.linalg.eigvalsh(np.linalg.solve(lap, np.linalg.solve(lap, safe).swapaxes(1, 2)))
+    ok &= (np.abs(white).max(1) < 3.0) & (spread.max(1) < 9.0)
+    tril2 = np.where(ok[:, None, None], np.linalg.cholesky(safe) * 1.1, tril)
+    return np.where(ok[:, None], mean, u), tril2
+
+
+def _estimate(exp, found: Search, draws, log_q, truth) -> dict:
+    """The per-pair results of one batch of draws (P, S, 6) with proposal density log_q."""
+    u = found.mode
+    value = exp.value(draws)
+    log_w = value - log_q
     log_w = np.where(np.isfinite(log_w), log_w, -np.inf)
     # a draw above the mode's own value means the expansion is not describing the posterior
     # where the draw is (or the search stopped short): no importance estimate then — the
@@ -176,24 +207,16 @@ def integrate(
         np.zeros((len(u), DIM)) if truth is None else np.asarray(truth, dtype=np.float64),
         truth is not None,
     )
-    pit = pit if truth is not None else None
-    k_hat = pareto_k(log_w)
-    log_z = np.where(broken, found.laplace, log_z)
-    se = np.where(broken, np.nan, se)
-    k_hat = np.where(broken, np.inf, k_hat)
-    return PairEvidence(
-        log_evidence=log_z,
-        log_evidence_se=se,
-        laplace=found.laplace,
-        pareto_k=k_hat,
-        ess=1.0 / (norm**2).sum(1),
-        theta_mean=t_mean,
-        theta_sd=t_sd,
-        mode=u,
-        scale_tril=found.scale_tril,
-        rounds=found.rounds,
-        pit=pit,
-    )
+    return {
+        "log_evidence": np.where(broken, found.laplace, log_z),
+        "log_evidence_se": np.where(broken, np.nan, se),
+        "pareto_k": np.where(broken, np.inf, pareto_k(log_w)),
+        "ess": 1.0 / (norm**2).sum(1),
+        "theta_mean": t_mean,
+        "theta_sd": t_sd,
+        "pit": pit if truth is not None else None,
+        "log_w": log_w,
+    }
 
 
 def laplace_only(found: Search) -> PairEvidence:

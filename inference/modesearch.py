@@ -59,6 +59,11 @@ class EvidenceConfig:
         Scale of the first proposal relative to the Laplace covariance.
     adapt : bool
         Refit the proposal to the first batch's weighted draws and sample again.
+    retry : int
+        Pairs whose k̂ still exceeds `retry_khat` sample once more, this many times
+        `samples`, from a proposal refitted to their weighted draws (1: never).
+    retry_khat : float
+        The k̂ above which a pair retries.
     """
 
     samples: int = 256
@@ -68,9 +73,11 @@ class EvidenceConfig:
     df: float = 5.0
     inflate: float = 1.2
     adapt: bool = True
+    retry: int = 4
+    retry_khat: float = 0.7
 
     def __post_init__(self) -> None:
-        for name in ("samples", "rounds", "newton"):
+        for name in ("samples", "rounds", "newton", "retry"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r}: expected a positive integer")
