@@ -4,8 +4,7 @@ Both were numpy expressions over (pairs, draws, 6) arrays — a gathered copy of
 the standardised draws, a batched 6 × 6 product per draw, θ(u) of every draw
 and three weighted sums over it — and together cost as much as the expanded
 log joint at the draws itself. Here each pair's draws are made and reduced in
-one pass, with the same arithmetic (θ(u) as :class:`inference.expansion.Transform`
-has it).
+one pass, θ(u) by the value kernel's own transform.
 """
 
 from __future__ import annotations
@@ -14,6 +13,8 @@ import math
 
 import numba as nb
 import numpy as np
+
+from inference.expansion_kernels import _theta_log_prior
 
 
 @nb.njit(cache=True, nogil=True)
@@ -33,17 +34,6 @@ def draws(loc, tril, z, group):  # pragma: no cover - compiled
     return out
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
-def _theta(u, c, out):  # pragma: no cover - compiled
-    """θ(u) (6,) of :class:`inference.expansion.Transform` (same tanh form) into `out`."""
-    out[0] = math.exp(u[0])
-    out[1] = c[0] * 0.5 * (1.0 + math.tanh(0.5 * u[1]))
-    out[2] = c[1] + (c[2] - c[1]) * 0.5 * (1.0 + math.tanh(0.5 * u[2]))
-    out[3] = u[3]
-    out[4] = u[4]
-    out[5] = math.exp(c[3] + (c[4] - c[3]) * 0.5 * (1.0 + math.tanh(0.5 * u[5])))
-
-
 @nb.njit(cache=True, nogil=True)
 def theta_moments(u, w, c, truth, has_truth):  # pragma: no cover - compiled
     """Weighted mean and sd of θ(u) (P, 6) over the draws u (P, S, 6) with normalised weights
@@ -56,7 +46,7 @@ def theta_moments(u, w, c, truth, has_truth):  # pragma: no cover - compiled
     theta = np.empty((n_draw, 6))
     for p in range(n_pair):
         for s in range(n_draw):
-            _theta(u[p, s], c, theta[s])
+            _theta_log_prior(u[p, s], c, theta[s])
             for i in range(6):
                 mean[p, i] += w[p, s] * theta[s, i]
         for s in range(n_draw):

@@ -140,26 +140,21 @@ def integrate(
         # second batch alone (the first, from the Laplace fit, mostly finds its shape)
         loc2, tril2 = _refit(draws, log_w, u, found.scale_tril, tril)
         draws, log_q = _student_t(loc2, tril2, config.samples, config.df, rng, group)
-    out = _estimate(exp, found, draws, log_q, truth)
+    out, log_w = _estimate(found, draws, log_q, truth)
     k_hat = out["pareto_k"]
     retry = np.nonzero(np.isfinite(k_hat) & (k_hat > config.retry_khat))[0]
-    retry = retry if config.retry > 1 else retry[:0]
-    if len(retry):
+    if config.retry > 1 and len(retry):
         # the weights' tail is heavy: refit to this batch (its weights say where the
         # proposal was thin) and sample `retry` times as many draws
         sub = subset_search(found, retry)
-        log_w = (out.pop("log_w"))[retry]
-        loc3, tril3 = _refit(draws[retry], log_w, u[retry], sub.scale_tril, tril[retry])
+        loc3, tril3 = _refit(draws[retry], log_w[retry], u[retry], sub.scale_tril, tril[retry])
         draws3, log_q3 = _student_t(
             loc3, tril3, config.samples * config.retry, config.df, rng, group[retry]
         )
-        again = _estimate(
-            sub.expansion, sub, draws3, log_q3, None if truth is None else truth[retry]
-        )
+        again, _ = _estimate(sub, draws3, log_q3, None if truth is None else truth[retry])
         for name, value in again.items():
-            if name != "log_w" and value is not None:
+            if value is not None:
                 out[name][retry] = value
-    out.pop("log_w", None)
     return PairEvidence(
         **out, laplace=found.laplace, mode=u, scale_tril=found.scale_tril, rounds=found.rounds
     )
@@ -182,9 +177,10 @@ def _refit(draws, log_w, u, lap, tril):
     return np.where(ok[:, None], mean, u), tril2
 
 
-def _estimate(exp, found: Search, draws, log_q, truth) -> dict:
-    """The per-pair results of one batch of draws (P, S, 6) with proposal density log_q."""
-    u = found.mode
+def _estimate(found: Search, draws, log_q, truth) -> tuple[dict, np.ndarray]:
+    """The per-pair results of one batch of draws (P, S, 6) with proposal density log_q,
+    as :class:`PairEvidence` fields, and the draws' log weights."""
+    exp, u = found.expansion, found.mode
     value = exp.value(draws)
     log_w = value - log_q
     log_w = np.where(np.isfinite(log_w), log_w, -np.inf)
@@ -215,8 +211,7 @@ def _estimate(exp, found: Search, draws, log_q, truth) -> dict:
         "theta_mean": t_mean,
         "theta_sd": t_sd,
         "pit": pit if truth is not None else None,
-        "log_w": log_w,
-    }
+    }, log_w
 
 
 def laplace_only(found: Search) -> PairEvidence:
