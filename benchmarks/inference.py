@@ -118,18 +118,23 @@ def report(ds) -> None:
 
 def theta_pit(ds) -> None:
     """Per θ parameter: the PIT ECDF's largest distance from uniform (Kolmogorov), beside
-    the 95 % band 1.36/√n, and the mean PIT (0.5 when calibrated; above: posterior low)."""
-    pit = ds["theta_pit"].values
-    for j, name in enumerate(ds["theta_pit"].coords[ds["theta_pit"].dims[1]].values):
-        p = np.sort(pit[:, j][np.isfinite(pit[:, j])])
-        if not len(p):
+    the 95 % band 1.36/√n, and the mean PIT (0.5 when calibrated; above: posterior low) —
+    ours, then (``theta_pit_ideal_ks_*``) the ideal observer's: the same θ integral under
+    the generator's likelihood, which separates the integral's error from the learned
+    likelihood's."""
+    for var, key in (("theta_pit", "theta_pit_ks"), ("theta_pit_ideal", "theta_pit_ideal_ks")):
+        if var not in ds:
             continue
-        n = len(p)
-        ecdf = np.arange(1, n + 1) / n
-        d = max(np.max(ecdf - p), np.max(p - (ecdf - 1 / n)))
-        print(
-            f"theta_pit_ks_{name}: {d:.3f} (band {1.36 / np.sqrt(n):.3f}, mean PIT {p.mean():.3f})"
-        )
+        pit = ds[var].values
+        for j, name in enumerate(ds[var].coords[ds[var].dims[1]].values):
+            p = np.sort(pit[:, j][np.isfinite(pit[:, j])])
+            if not len(p):
+                continue
+            n = len(p)
+            ecdf = np.arange(1, n + 1) / n
+            d = max(np.max(ecdf - p), np.max(p - (ecdf - 1 / n)))
+            band = 1.36 / np.sqrt(n)
+            print(f"{key}_{name}: {d:.3f} (band {band:.3f}, mean PIT {p.mean():.3f})")
 
 
 def per_group_entropy(ds) -> None:
@@ -203,6 +208,14 @@ def speed(args, bank, engine) -> None:
     print(f"sites_per_s: {float(np.median(rates)):.1f}")
     print(f"sites_per_s_min_max: {rates[0]:.1f} {rates[-1]:.1f}")
     print(f"speed_sites: {args.speed_sites} (threads {torch.get_num_threads()})")
+    # context-free: every grid case's candidates per site (one run, the first
+    # --free-sites of each site type)
+    for s, r in rows.items():
+        r = r[: args.free_sites]
+        t0 = time.perf_counter()
+        engine.evidence(draw.patches[r], s, cases)
+        ms = 1e3 * (time.perf_counter() - t0) / len(r)
+        print(f"context_free_ms_per_site_{s}: {ms:.1f} ({len(r)} sites)")
 
 
 def amortized(args, bank, engine, guide) -> None:
@@ -272,6 +285,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--speed-sites", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--free-sites", type=int, default=200, help="--part speed: context-free sites per type"
+    )
     parser.add_argument("--nuts-sites", type=int, default=200)
     parser.add_argument("--nuts-samples", type=int, default=1000)
     parser.add_argument("--nuts-warmup", type=int, default=300)

@@ -88,6 +88,7 @@ def evaluate(
     }
     pareto = np.full(n, np.nan)
     pit = np.full((n, len(PARAMS)), np.nan)
+    pit_ideal = np.full((n, len(PARAMS)), np.nan)  # the same integral, generator's likelihood
     theta_mean = np.full((n, len(PARAMS)), np.nan)
     timing = {"aware": 0.0, "free": 0.0, "ideal": 0.0}
     evidence_rows, aware_evidence = {}, {}
@@ -110,8 +111,15 @@ def evaluate(
         if ideal is not None:
             t0 = time.perf_counter()
             ev_i = ideal.evidence(
-                x, site_type, cases, seed=seed, start=draw.theta[rows], own_case=own
+                x,
+                site_type,
+                cases,
+                seed=seed,
+                start=draw.theta[rows],
+                truth=draw.theta[rows],
+                own_case=own,
             )
+            pit_ideal[rows] = ev_i.pit[np.arange(len(rows)), cand]
             timing["ideal"] += time.perf_counter() - t0
             out["ideal"][rows] = ev_i.class_posterior(
                 own_case_prior(ev_i.cset.log_prior(class_prior), own)
@@ -134,7 +142,7 @@ def evaluate(
             evidence_rows[site_type] = (rows, ev)
             k = len(ev.cset.candidates)
             say(f"context-free {site_type}: {len(rows)} patches x {k} templates")
-    ds = _dataset(draw, site_types, out, pareto, pit, theta_mean, bank)
+    ds = _dataset(draw, site_types, out, pareto, (pit, pit_ideal), theta_mean, bank)
     ds.attrs.update(_summary(ds, timing, n))
     ds.attrs.update({"seed": seed, "temperature": temperature, "samples": engine.samples})
     study = _study_evidence(draw, evidence_rows, cases, bank) if evidence_rows else None
@@ -142,6 +150,7 @@ def evaluate(
 
 
 def _dataset(draw, site_types, out, pareto, pit, theta_mean, bank) -> xr.Dataset:
+    """The Evaluation dataset; `pit` is (ours, the ideal observer's), each (sample, param)."""
     labels = np.array(CLASSES)
     names = np.asarray(bank["case_name"].values)
     data = {
@@ -153,7 +162,8 @@ def _dataset(draw, site_types, out, pareto, pit, theta_mean, bank) -> xr.Dataset
         "dose": ("sample", draw.theta[:, 5], {"units": "e/Å²"}),
         "theta": (("sample", "param"), draw.theta),
         "theta_mean": (("sample", "param"), theta_mean),
-        "theta_pit": (("sample", "param"), pit),
+        "theta_pit": (("sample", "param"), pit[0]),
+        "theta_pit_ideal": (("sample", "param"), pit[1]),
         "pareto_k": ("sample", pareto),
     }
     for key, name in (("aware", "context_aware"), ("free", "context_free"), ("ideal", "ideal")):

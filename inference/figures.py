@@ -7,7 +7,8 @@
 - ``entropy.png`` — posterior entropy per patch, context-free vs context-aware;
 - ``confusion.png`` — confusion matrices (rows: truth) of both posteriors;
 - ``theta_pit.png`` — ECDF of the PIT of the true θ per parameter (uniform when
-  the θ posterior is calibrated).
+  the θ posterior is calibrated), the ideal observer's dotted, the Kolmogorov 95 %
+  band shaded.
 """
 
 from __future__ import annotations
@@ -99,15 +100,28 @@ def evaluation_figures(ds: xr.Dataset, folder: str | os.PathLike) -> list[Path]:
         ax.set_ylabel("true")
     written.append(_save(fig, folder / "confusion.png", plt))
 
-    pit = ds["theta_pit"].values
     fig, ax = plt.subplots(figsize=(4.5, 4))
     grid = np.linspace(0, 1, 101)
-    for j, name in enumerate(ds["param"].values):
-        v = pit[:, j][np.isfinite(pit[:, j])]
-        if len(v):
-            ax.plot(grid, (v[:, None] <= grid).mean(0) - grid, label=str(name))
+    for var, style in (("theta_pit", "-"), ("theta_pit_ideal", ":")):
+        if var not in ds:
+            continue
+        pit = ds[var].values
+        for j, name in enumerate(ds["param"].values):
+            v = pit[:, j][np.isfinite(pit[:, j])]
+            if len(v):
+                label = str(name) if var == "theta_pit" else None
+                ecdf = (v[:, None] <= grid).mean(0) - grid
+                ax.plot(grid, ecdf, style, color=f"C{j}", label=label)
+    n = np.isfinite(ds["theta_pit"].values[:, 0]).sum()
+    if n:
+        band = 1.36 / np.sqrt(n)
+        ax.axhspan(-band, band, color="0.9", zorder=0)
     ax.axhline(0, color="0.5", lw=1)
-    ax.set(xlabel="PIT", ylabel="ECDF − uniform", title="θ calibration (PIT)")
+    ax.set(
+        xlabel="PIT",
+        ylabel="ECDF − uniform",
+        title="θ calibration (PIT; dotted: ideal observer)",
+    )
     ax.legend(fontsize=7)
     written.append(_save(fig, folder / "theta_pit.png", plt))
     return written

@@ -110,12 +110,22 @@ class SiteGuide(nn.Module):
         scalars = torch.stack([torch.log(mean), torch.log(noise / mean), torch.logit(place)], -1)
         return x / mean[:, None, None], scalars
 
-    def features(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """The trunk's output h (n, width) for patches (n, P, P) and context features (n, 6)."""
+    def features(
+        self, x: torch.Tensor, context: torch.Tensor, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The trunk's output h (n, width) for patches (n, P, P) and context features (n, 6).
+
+        With `rows` (n,), the patches x (sites, P, P) are looked up per row: each patch's
+        convolutions run once however many contexts it is paired with (context-free
+        inference asks every site under dozens of host and imaging contexts).
+        """
         scaled, scalars = self._scalars(x)
+        conv = self.conv(scaled[:, None])
+        if rows is not None:
+            conv, scalars = conv[rows], scalars[rows]
         m = (context - self.context_mean) / self.context_sd
         c = self.context(torch.cat([m, scalars], -1))
-        return self.trunk(torch.cat([self.conv(scaled[:, None]), c], -1))
+        return self.trunk(torch.cat([conv, c], -1))
 
     def class_logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.classes(h)

@@ -62,6 +62,10 @@ from prob.classes import CLASSES
 from prob.grid import Case
 from simulate.renderer import NuisancePrior
 
+CHUNK_PAIRS = 4096
+"""Most (site, candidate) pairs in one chunk of sites by default (see
+:meth:`PosteriorEngine.evidence`)."""
+
 
 @dataclass
 class SiteEvidence:
@@ -192,7 +196,7 @@ class PosteriorEngine:
         cases: Sequence[Case],
         *,
         seed: int = 0,
-        chunk: int = 128,
+        chunk: int | None = None,
         start: np.ndarray | None = None,
         truth: np.ndarray | None = None,
         own_case: np.ndarray | None = None,
@@ -214,7 +218,10 @@ class PosteriorEngine:
 
         Sites go in chunks of `chunk`, each with its own random stream (seeded by `seed`
         and the chunk's place), spread over the engine's `workers` threads: the result
-        depends on `seed` and `chunk`, not on the number of workers.
+        depends on `seed` and `chunk`, not on the number of workers. By default a chunk
+        is 128 sites, or fewer where the sites have many candidates each: at most
+        :data:`CHUNK_PAIRS` (site, candidate) pairs, which bounds a chunk's memory
+        (context-free, 648 metal candidates: 6 sites).
         """
         cset = candidate_set(site_type, cases)
         templates = self.templates(cset)
@@ -238,6 +245,9 @@ class PosteriorEngine:
             for j in range(rows_of.shape[1]):
                 ok = rows_of[:, j] >= 0
                 allowed[np.nonzero(ok)[0], rows_of[ok, j]] = True
+        if chunk is None:
+            per_site = max(1.0, float(allowed.sum(1).mean())) if n else 1.0
+            chunk = int(min(128, max(1, CHUNK_PAIRS // per_site)))
         features = context_features([c for c, _ in cset.candidates])
         groups, group_of = np.unique(features.numpy(), axis=0, return_inverse=True)
         shared = _Shared(
@@ -408,7 +418,7 @@ class PosteriorEngine:
         )
         with torch.no_grad():
             h = self.guide.features(
-                torch.from_numpy(xs[sg[:, 0]]), torch.from_numpy(groups[sg[:, 1]])
+                torch.from_numpy(xs), torch.from_numpy(groups[sg[:, 1]]), torch.from_numpy(sg[:, 0])
             )
             lookup = {tuple(r): i for i, r in enumerate(sg)}
             rows = torch.tensor([lookup[(r[0], r[1])] for r in sgc])

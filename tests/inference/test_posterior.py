@@ -160,3 +160,47 @@ def test_a_high_dose_pair_is_not_screened_out_by_one_round_from_a_poor_proposal(
     )
     post = ev.class_posterior(own_case_prior(ev.cset.log_prior("uniform"), draw.case[rows]), tau)
     assert post[0, CLASSES.index("M")] > 0.2
+
+
+def test_guide_features_run_each_patch_once_for_many_contexts():
+    """`rows` looks each row's patch up after the convolutions: the same h as passing the
+    patch once per row (context-free inference pairs a site with dozens of contexts)."""
+    from inference.guide import SiteGuide
+
+    torch.manual_seed(0)
+    net = SiteGuide(width=32).eval()
+    x = torch.rand(3, 21, 21) * 0.1 + 0.01
+    rows = torch.tensor([0, 0, 2, 1, 2, 2])
+    context = torch.randn(len(rows), 6) * 10 + 60
+    with torch.no_grad():
+        each = net.features(x[rows], context)
+        shared = net.features(x, context, rows)
+    torch.testing.assert_close(shared, each, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # and a row does see its own patch
+        other = net.features(x, context, torch.tensor([1, 0, 2, 1, 2, 2]))
+    assert not torch.allclose(other[0], each[0])
+
+
+def test_sites_with_many_candidates_go_in_smaller_chunks():
+    """Context-free (every grid case: hundreds of metal candidates per site) a chunk holds at
+    most CHUNK_PAIRS (site, candidate) pairs — the memory of a chunk is its pairs' — so the
+    default equals that chunk size given explicitly, and the result is seeded per chunk."""
+    from inference.commands import load_engine
+    from inference.evaluate import bank_cases
+    from inference.posterior import CHUNK_PAIRS
+    from prob.io import read_netcdf
+    from simulate.cli import default_bank_path
+
+    bank = read_netcdf(default_bank_path(), kind="TemplateBank")
+    engine, _, _ = load_engine(bank=bank)
+    cases = bank_cases(bank)
+    draw = PatchGenerator(bank, seed=11).draw(40, seed=[11, 7])
+    metal = np.nonzero(np.isin(draw.label, [CLASSES.index(c) for c in ("M", "D", "VM")]))[0][:8]
+    n_cand = len(candidate_set("metal", cases).candidates)
+    size = CHUNK_PAIRS // n_cand
+    assert 1 < size < len(metal)  # the test splits the sites, as the default must
+    default = engine.evidence(draw.patches[metal], "metal", cases)
+    given = engine.evidence(draw.patches[metal], "metal", cases, chunk=size)
+    whole = engine.evidence(draw.patches[metal], "metal", cases, chunk=len(metal))
+    np.testing.assert_array_equal(default.log_evidence, given.log_evidence)
+    assert not np.array_equal(default.log_evidence, whole.log_evidence)
