@@ -28,9 +28,12 @@ Prints ``key: value`` lines. Five parts (``--part``, default all but exact):
   < 0.999 in ours or in NUTS of ``--nuts-out``), against a third reference:
   their class posterior with every term's θ integral by importance sampling
   of the exact log joint (no expansion, no chains).
+- **tails** — patches whose ideal-observer background PIT exceeds 0.995 in an
+  evaluation file, and a control group: our θ integral of the true pair against
+  importance sampling of the exact log joint (PIT, posterior mean, evidence).
 
 Run: ``python benchmarks/inference.py [--n 10000] [--part NAME]`` (NAME: a part above, or all).
-The nuts and exact parts live in benchmarks/inference_checks.py.
+The nuts, exact and tails parts live in benchmarks/inference_checks.py.
 """
 
 from __future__ import annotations
@@ -278,13 +281,19 @@ def main() -> None:
     parser.add_argument(
         "--part",
         default="all",
-        choices=("all", "evaluation", "speed", "amortized", "nuts", "exact"),
+        choices=("all", "evaluation", "speed", "amortized", "nuts", "exact", "tails"),
     )
     parser.add_argument("--n", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--speed-sites", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--tails-from",
+        default=str(Path(__file__).resolve().parent / "results" / "evaluation_6000.nc"),
+        help="--part tails: the evaluation file whose patches it draws again",
+    )
+    parser.add_argument("--tails-sites", type=int, default=12, help="--part tails: per group")
     parser.add_argument(
         "--free-sites", type=int, default=200, help="--part speed: context-free sites per type"
     )
@@ -347,6 +356,8 @@ def main() -> None:
         checks.nuts(args, bank, engine)
     if args.part == "exact":
         checks.exact(args, bank, engine)
+    if args.part == "tails":
+        checks.tails(args, bank, engine)
     print(f"benchmark_seconds: {time.perf_counter() - start:.0f}")
 
 
