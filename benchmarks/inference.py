@@ -125,7 +125,7 @@ def theta_pit(ds) -> None:
     ours, then (``theta_pit_ideal_ks_*``) the ideal observer's: the same θ integral under
     the generator's likelihood, which separates the integral's error from the learned
     likelihood's."""
-    for var, key in (("theta_pit", "theta_pit_ks"), ("theta_pit_ideal", "theta_pit_ideal_ks")):
+    for var in ("theta_pit", "theta_pit_ideal"):
         if var not in ds:
             continue
         pit = ds[var].values
@@ -137,7 +137,7 @@ def theta_pit(ds) -> None:
             ecdf = np.arange(1, n + 1) / n
             d = max(np.max(ecdf - p), np.max(p - (ecdf - 1 / n)))
             band = 1.36 / np.sqrt(n)
-            print(f"{key}_{name}: {d:.3f} (band {band:.3f}, mean PIT {p.mean():.3f})")
+            print(f"{var}_ks_{name}: {d:.3f} (band {band:.3f}, mean PIT {p.mean():.3f})")
 
 
 def per_group_entropy(ds) -> None:

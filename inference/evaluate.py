@@ -142,15 +142,14 @@ def evaluate(
             evidence_rows[site_type] = (rows, ev)
             k = len(ev.cset.candidates)
             say(f"context-free {site_type}: {len(rows)} patches x {k} templates")
-    ds = _dataset(draw, site_types, out, pareto, (pit, pit_ideal), theta_mean, bank)
+    ds = _dataset(draw, site_types, out, pareto, pit, pit_ideal, theta_mean, bank)
     ds.attrs.update(_summary(ds, timing, n))
     ds.attrs.update({"seed": seed, "temperature": temperature, "samples": engine.samples})
     study = _study_evidence(draw, evidence_rows, cases, bank) if evidence_rows else None
     return ds, study
 
 
-def _dataset(draw, site_types, out, pareto, pit, theta_mean, bank) -> xr.Dataset:
-    """The Evaluation dataset; `pit` is (ours, the ideal observer's), each (sample, param)."""
+def _dataset(draw, site_types, out, pareto, pit, pit_ideal, theta_mean, bank) -> xr.Dataset:
     labels = np.array(CLASSES)
     names = np.asarray(bank["case_name"].values)
     data = {
@@ -162,8 +161,8 @@ def _dataset(draw, site_types, out, pareto, pit, theta_mean, bank) -> xr.Dataset
         "dose": ("sample", draw.theta[:, 5], {"units": "e/Å²"}),
         "theta": (("sample", "param"), draw.theta),
         "theta_mean": (("sample", "param"), theta_mean),
-        "theta_pit": (("sample", "param"), pit[0]),
-        "theta_pit_ideal": (("sample", "param"), pit[1]),
+        "theta_pit": (("sample", "param"), pit),
+        "theta_pit_ideal": (("sample", "param"), pit_ideal),
         "pareto_k": ("sample", pareto),
     }
     for key, name in (("aware", "context_aware"), ("free", "context_free"), ("ideal", "ideal")):

@@ -261,9 +261,9 @@ def test_vectorised_pareto_k_is_arviz(rng):
 
 
 def test_exact_accumulation_matches_the_pixel_by_pixel_statistics():
-    """The expansion's sufficient statistics from the compiled pass (pixels side by side)
-    against numpy sums of :func:`pixel_stats` (the pixel-by-pixel density), over counts
-    from a few to tens of thousands and windows clipped at k = 0."""
+    """The expansion's sufficient statistics from the compiled pass against numpy sums of
+    :func:`pixel_stats` (the pixel-by-pixel density), over counts from a few to tens of
+    thousands and windows clipped at k = 0."""
     from inference.pixels import accumulate
 
     rng = np.random.default_rng(7)
