@@ -20,7 +20,10 @@ Prints ``key: value`` lines. Five parts (``--part``, default all but exact):
   groups sites of one type and term count into one run), each its own four
   chains, step size and mass matrix, against our class posterior at τ = 1: total-variation
   distance (mean, p95, max), r-hat and bulk ESS per site (worst θ coordinate),
-  divergences, and the time ratio. ``--nuts-out DIR`` keeps every batch as a
+  divergences, and the time ratio. A batch whose r-hat exceeds 1.01 runs again
+  with ``--nuts-extend`` (4) times the draws, same seed and warm-up — longer
+  chains, not another seed; the report names those sites with both r-hats.
+  ``--nuts-out DIR`` keeps every batch as a
   netCDF file and resumes (``--nuts-refresh``: only brings the stored sites' ``post_ours``
   up to the engine as it is, runs no chain); ``--nuts-shard i/N`` splits the batches over N
   processes (``--threads 1`` each).
@@ -300,6 +303,13 @@ def main() -> None:
     parser.add_argument("--nuts-sites", type=int, default=200)
     parser.add_argument("--nuts-samples", type=int, default=1000)
     parser.add_argument("--nuts-warmup", type=int, default=300)
+    parser.add_argument(
+        "--nuts-extend",
+        type=int,
+        default=4,
+        help="a batch whose r-hat exceeds 1.01 runs again with this many times the draws "
+        "(same seed and warm-up; 1: never)",
+    )
     parser.add_argument("--nuts-chains", type=int, default=4)
     parser.add_argument("--nuts-batch", type=int, default=1, help="sites per NUTS run")
     parser.add_argument("--nuts-out", help="folder of per-batch NUTS results (resumable)")

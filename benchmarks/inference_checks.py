@@ -106,11 +106,24 @@ def nuts(args, bank, engine) -> None:
             _refresh_ours(ds, path, part, local)
             rank = _stale_rank(ds, terms, local, settings)
             if rank is None:
+                if _to_extend(ds, args.nuts_extend):  # unmixed at the base draws: run longer
+                    todo.append(
+                        (
+                            0,
+                            site_type,
+                            int(rows[local[0]]),
+                            local,
+                            int(ds.attrs["terms"]),
+                            path,
+                            part,
+                            ds,
+                        )
+                    )
                 continue
             for j, (sub, width) in enumerate(site_batches(terms.log_w[local], kinds[local], 99)):
                 target = path if j == 0 else _free_path(folder, site_type, reserve=todo)
                 first = int(rows[local[sub[0]]])
-                todo.append((rank, site_type, first, local[sub], width, target, part))
+                todo.append((rank, site_type, first, local[sub], width, target, part, None))
         fresh = np.array([i for i, site in enumerate(rows) if int(site) not in stored], dtype=int)
         batches = site_batches(terms.log_w[fresh], kinds[fresh], args.nuts_batch)
         part["total"] = len(held) + len(batches)
@@ -120,12 +133,12 @@ def nuts(args, bank, engine) -> None:
             if mine:
                 local = fresh[sub]
                 path = _free_path(folder, site_type, reserve=todo) if folder else None
-                todo.append((1, site_type, int(rows[local[0]]), local, width, path, part))
+                todo.append((1, site_type, int(rows[local[0]]), local, width, path, part, None))
     if args.nuts_refresh:  # the stored sites' post_ours are current now; run nothing
         print(f"nuts_batches_not_run: {len(todo)}")
         todo = []
     # batches known unmixed first, then new ones, then reruns under the new scheme
-    for _, site_type, k, local, width, path, part in sorted(todo, key=lambda t: t[:3]):
+    for _, site_type, k, local, width, path, part, base in sorted(todo, key=lambda t: t[:3]):
         if (
             path is not None
             and path.exists()
@@ -135,17 +148,32 @@ def nuts(args, bank, engine) -> None:
         idata_path = None
         if path is not None and args.nuts_idata:
             idata_path = path.with_name(path.stem.replace("nuts_", "idata_") + ".nc")
-        ds = nuts_batch(
-            part["x"],
-            part["terms"],
-            local,
-            width,
-            loglik,
-            engine.prior,
-            classes=len(CLASSES),
-            idata_path=idata_path,
-            **settings,
-        )
+
+        def run(samples, idata_path=idata_path, local=local, width=width, part=part):
+            return nuts_batch(
+                part["x"],
+                part["terms"],
+                local,
+                width,
+                loglik,
+                engine.prior,
+                classes=len(CLASSES),
+                idata_path=idata_path,
+                **{**settings, "samples": samples},
+            )
+
+        if base is None:
+            ds = run(settings["samples"])
+            if _to_extend(ds, args.nuts_extend):
+                base = ds
+        if base is not None:  # r-hat above 1.01: the same chains, `nuts_extend` times longer
+            ds = run(settings["samples"] * args.nuts_extend)
+            ds.attrs.update(
+                samples=str(settings["samples"]),
+                samples_run=settings["samples"] * args.nuts_extend,
+                rhat_base=float(base.rhat.max()),
+                seconds=float(ds.attrs["seconds"]) + float(base.attrs["seconds"]),
+            )
         ds = ds.assign_coords(site=part["rows"][local])
         ds["post_ours"] = (("site", "class"), part["ours"][local])
         ds.attrs.update(
@@ -283,6 +311,13 @@ def _expansion_error(part, local, loglik, engine, rng) -> tuple[float, float, fl
     return float(part["theta"][local, 5]), mean, sd
 
 
+def _to_extend(ds, extend: int) -> bool:
+    """Whether a batch run at the base draws is run again `extend` times longer: its
+    r-hat exceeds 1.01 and it has not been (the usual remedy — longer chains from
+    the same start and seed — not another seed)."""
+    return extend > 1 and "samples_run" not in ds.attrs and float(ds.rhat.max()) > 1.01
+
+
 def _log_odds(p: np.ndarray, top) -> float:
     """log p[top₀] − log p[top₁], clipped at 10⁻¹²."""
     q = np.clip(p[list(top)], 1e-12, None)
@@ -359,6 +394,18 @@ def nuts_report(parts) -> None:
     print(f"rhat_max: {rhat.max():.4f}")
     print(f"rhat_median: {np.median(rhat):.4f}")
     print(f"frac_sites_rhat_gt_1_01: {np.mean(rhat > 1.01):.4f}")
+    longer = [p for p in parts if "samples_run" in p.attrs]
+    if longer:
+        base = ", ".join(
+            f"{int(s)} {float(p.attrs['rhat_base']):.4f} → {float(p.rhat.max()):.4f}"
+            for p in longer
+            for s in p.site.values
+        )
+        print(
+            f"nuts_sites_run_longer: {sum(p.sizes['site'] for p in longer)} "
+            f"({int(longer[0].attrs['samples_run'])} draws; site r-hat at "
+            f"{longer[0].attrs['samples']} → after: {base})"
+        )
     print(f"ess_bulk_min: {ess.min():.0f}")
     print(f"nuts_divergences: {sum(int(p.divergences.values[0]) for p in parts)}")
     jumps = [p.jump_accept.values for p in parts if "jump_accept" in p]
