@@ -6,8 +6,11 @@ per pair, in the unconstrained u of :mod:`inference.theta`. The mode search
 and the Laplace fit are :mod:`inference.modesearch`; here the integral itself:
 draws from a multivariate Student-t (``df``) around the Laplace fit, scaled by
 ``inflate`` and truncated where the expansion stops describing the posterior,
-then once more from a Student-t refitted to the weighted draws (adaptive
-importance sampling; the estimate uses the second batch only). The weights use
+mixed with the same fit carried into the natural coordinates, where a posterior
+pressed against a bound of the prior's range is nearly Gaussian and in u is
+not (multiple importance sampling); then once more from both refitted to the
+weighted draws (adaptive importance sampling; the estimate uses the second
+batch only). The weights use
 the expanded log joint — exact prior and transforms, pixels to third order,
 optics to second — so hundreds of draws cost little. Per pair: log evidence,
 its Monte-Carlo standard error, Pareto k̂ of the weights (ArviZ's PSIS,
@@ -71,17 +74,66 @@ class PairEvidence:
     pit: np.ndarray | None = None  # (P, 6) when the truth is given
 
 
-def _student_t(loc, tril, samples, df, rng, group, radius: float = 6.0):
-    """Draws (P, S, 6) from the multivariate Student-t truncated at Mahalanobis `radius`, and
-    their log density.
+@dataclass(frozen=True)
+class _Proposal:
+    """The two components of the importance proposal of P pairs: a Student-t in u at
+    (loc_u, tril_u) and one in the natural coordinates v (:func:`natural`) at
+    (loc_v, tril_v), each (P, 6) and (P, 6, 6) lower-triangular."""
 
-    The expansion is trusted within a few posterior sd of its point; beyond `radius`
-    proposal scales (≈ 7 posterior sd) the proposal puts no draws and the posterior
-    is taken to have no mass. The pairs of one `group` (P,) — a site's candidates —
+    loc_u: np.ndarray
+    tril_u: np.ndarray
+    loc_v: np.ndarray
+    tril_v: np.ndarray
+
+    @classmethod
+    def laplace(cls, u: np.ndarray, tril: np.ndarray) -> _Proposal:
+        """Both components from a fit in u: v's is its image under the transform's
+        linearisation at u (the scale's rows times dv/du)."""
+        return cls(u, tril, natural(u), _jacobian(u)[..., None] * tril)
+
+    def take(self, idx: np.ndarray) -> _Proposal:
+        return _Proposal(self.loc_u[idx], self.tril_u[idx], self.loc_v[idx], self.tril_v[idx])
+
+    def scaled(self, factor: float) -> _Proposal:
+        return _Proposal(self.loc_u, self.tril_u * factor, self.loc_v, self.tril_v * factor)
+
+
+def natural(u: np.ndarray) -> np.ndarray:
+    """v (…, 6): the logit coordinates of u (:data:`inference.draw_kernels.BOUNDED`) as
+    σ(u) — background, blur and log dose as their place in the prior's range, where
+    their prior is uniform — the others as they are."""
+    v = np.array(u, dtype=np.float64, copy=True)
+    b = list(draw_kernels.BOUNDED)
+    v[..., b] = 0.5 * (1.0 + np.tanh(0.5 * v[..., b]))
+    return v
+
+
+def _jacobian(u: np.ndarray) -> np.ndarray:
+    """dv/du (…, 6), the diagonal of the Jacobian of :func:`natural`."""
+    v = natural(u)
+    out = np.ones(v.shape)
+    b = list(draw_kernels.BOUNDED)
+    out[..., b] = v[..., b] * (1.0 - v[..., b])
+    return out
+
+
+def _draws(prop: _Proposal, samples, df, rng, group, share, radius: float = 6.0):
+    """Draws (P, S, 6) of the two-component proposal and their log density in u (P, S).
+
+    Each component is a multivariate Student-t truncated at Mahalanobis `radius` of its
+    own scale (≈ 7 posterior sd): the expansion is trusted within a few posterior sd of
+    its point, and beyond that the posterior is taken to have no mass. A share `share`
+    of the draws comes from the component in v, the rest from the one in u, and every
+    draw is weighted by the mixture's density (multiple importance sampling, balance
+    heuristic): the u component follows a posterior that is Gaussian in u, the v
+    component one pressed against a bound of the prior's range — there a posterior
+    ridge (background against gain) is straight in v and curved in u, where a fit in u
+    never reaches its far end. The pairs of one `group` (P,) — a site's candidates —
     share one set of standardised draws (common random numbers: differences of
     evidences between a site's candidates are less noisy); the groups' directions are
     independent, so that no two sites' estimates (and k̂) share their luck. The radii are
-    stratified, the same quantiles for every group.
+    stratified, the same quantiles for every group, and the components alternate along
+    them.
     """
     from scipy import stats
 
@@ -92,22 +144,28 @@ def _student_t(loc, tril, samples, df, rng, group, radius: float = 6.0):
     quantile = (np.arange(samples) + rng.random(samples)) / samples * top
     maha = DIM * stats.f.ppf(quantile, DIM, df)
     z = direction * np.sqrt(maha)[None, :, None]  # (groups, S, 6), standardised draws
-    u = draw_kernels.draws(
-        np.ascontiguousarray(loc, dtype=np.float64),
-        np.ascontiguousarray(tril, dtype=np.float64),
-        z,
-        np.ascontiguousarray(group, dtype=np.int64),
-    )
-    log_det = np.log(np.diagonal(tril, axis1=1, axis2=2)).sum(-1)[:, None]
-    log_q = (
+    k = np.arange(samples + 1)
+    from_v = np.diff(np.floor(k * share)) > 0  # spread evenly along the radii
+    log_norm = (
         math.lgamma((df + DIM) / 2)
         - math.lgamma(df / 2)
         - DIM / 2 * math.log(df * math.pi)
-        - log_det
-        - (df + DIM) / 2 * np.log1p(maha / df)[None, :]
         - math.log(top)
     )
-    return u, log_q
+    c = np.ascontiguousarray
+    return draw_kernels.mixture_draws(
+        c(prop.loc_u, dtype=np.float64),
+        c(prop.tril_u, dtype=np.float64),
+        c(prop.loc_v, dtype=np.float64),
+        c(prop.tril_v, dtype=np.float64),
+        z,
+        c(group, dtype=np.int64),
+        from_v,
+        float(share),
+        float(df),
+        radius**2,
+        log_norm,
+    )
 
 
 def integrate(
@@ -120,6 +178,8 @@ def integrate(
 ) -> PairEvidence:
     """Importance sampling of the pairs of a :class:`Search` around their Laplace fits.
 
+    The proposal has two components (:func:`_draws`): the Laplace fit in u, and its
+    image in the natural coordinates (:func:`natural`), ``config.natural`` of the draws.
     `group` (P,) says which pairs share their standardised draws (a site's candidates);
     by default every pair does. Pairs whose k̂ exceeds ``config.retry_khat`` sample
     once more, ``config.retry`` times the draws, from a proposal refitted to their
@@ -131,15 +191,17 @@ def integrate(
         if group is None
         else np.unique(group, return_inverse=True)[1].ravel()
     )
-    tril = found.scale_tril * config.inflate
+    lap = _Proposal.laplace(u, found.scale_tril)
+    prop = lap.scaled(config.inflate)
+    share = config.natural
     first = max(16, config.samples // 4) if config.adapt else config.samples
-    draws, log_q = _student_t(u, tril, first, config.df, rng, group)
+    draws, log_q = _draws(prop, first, config.df, rng, group, share)
     log_w = exp.value(draws) - log_q
     if config.adapt:
         # refit the proposal to the weighted draws and sample again; the estimate uses the
         # second batch alone (the first, from the Laplace fit, mostly finds its shape)
-        loc2, tril2 = _refit(draws, log_w, u, found.scale_tril, tril)
-        draws, log_q = _student_t(loc2, tril2, config.samples, config.df, rng, group)
+        prop2 = _refit_both(draws, log_w, lap, prop)
+        draws, log_q = _draws(prop2, config.samples, config.df, rng, group, share)
     out, log_w = _estimate(found, draws, log_q, truth)
     k_hat = out["pareto_k"]
     retry = np.nonzero(np.isfinite(k_hat) & (k_hat > config.retry_khat))[0]
@@ -147,9 +209,9 @@ def integrate(
         # the weights' tail is heavy: refit to this batch (its weights say where the
         # proposal was thin) and sample `retry` times as many draws
         sub = subset_search(found, retry)
-        loc3, tril3 = _refit(draws[retry], log_w[retry], u[retry], sub.scale_tril, tril[retry])
-        draws3, log_q3 = _student_t(
-            loc3, tril3, config.samples * config.retry, config.df, rng, group[retry]
+        prop3 = _refit_both(draws[retry], log_w[retry], lap.take(retry), prop.take(retry))
+        draws3, log_q3 = _draws(
+            prop3, config.samples * config.retry, config.df, rng, group[retry], share
         )
         again, _ = _estimate(sub, draws3, log_q3, None if truth is None else truth[retry])
         for name, value in again.items():
@@ -158,6 +220,13 @@ def integrate(
     return PairEvidence(
         **out, laplace=found.laplace, mode=u, scale_tril=found.scale_tril, rounds=found.rounds
     )
+
+
+def _refit_both(draws, log_w, lap: _Proposal, fallback: _Proposal) -> _Proposal:
+    """Both components refitted to the weighted draws, each in its own coordinates."""
+    loc_u, tril_u = _refit(draws, log_w, lap.loc_u, lap.tril_u, fallback.tril_u)
+    loc_v, tril_v = _refit(natural(draws), log_w, lap.loc_v, lap.tril_v, fallback.tril_v)
+    return _Proposal(loc_u, tril_u, loc_v, tril_v)
 
 
 def _refit(draws, log_w, u, lap, tril):

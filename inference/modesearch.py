@@ -64,6 +64,10 @@ class EvidenceConfig:
         `samples`, from a proposal refitted to their weighted draws (1: never).
     retry_khat : float
         The k̂ above which a pair retries.
+    natural : float
+        Share of the importance draws from the proposal's component in the natural
+        coordinates (background, blur, log dose as their place in the prior's range;
+        :func:`inference.laplace.natural`), the rest from the one in u; 0: u alone.
     """
 
     samples: int = 256
@@ -75,12 +79,15 @@ class EvidenceConfig:
     adapt: bool = True
     retry: int = 4
     retry_khat: float = 0.7
+    natural: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("samples", "rounds", "newton", "retry"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r}: expected a positive integer")
+        if not 0.0 <= self.natural <= 1.0:
+            raise ValueError(f"natural={self.natural!r}: expected a share in [0, 1]")
         if self.samples < 16:
             raise ValueError(f"samples={self.samples}: expected at least 16 (Pareto k̂)")
 

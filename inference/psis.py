@@ -35,7 +35,8 @@ def pareto_k(log_w: np.ndarray) -> np.ndarray:
     order = np.sort(x, axis=1)
     cutoff = np.maximum(order[:, -tail - 1], _TINY)
     top = order[:, -tail:]
-    regular = np.isfinite(x).all(1) & (top[:, 0] > cutoff) & (cutoff > _TINY)
+    # −∞ (draws of weight 0) may sit below the cutoff; NaN (every weight 0) may not
+    regular = ~np.isnan(x).any(1) & (top[:, 0] > cutoff) & (cutoff > _TINY)
     out = np.full(rows, np.nan)
     idx = np.nonzero(regular)[0]
     for lo in range(0, len(idx), 256):  # chunks: the (rows, 36, n) work arrays stay in cache

@@ -253,6 +253,10 @@ def test_vectorised_pareto_k_is_arviz(rng):
         [rng.standard_normal((5, 128)) * s for s in (0.1, 1.0, 3.0)]
         + [np.log(rng.pareto(0.7, (5, 128)) + 1e-3)]
     )
+    # draws of weight 0 (a proposal's draw outside the prior's support): −∞, a few or
+    # so many that the tail's cutoff is one of them
+    rows[::3, rng.choice(128, 20, replace=False)] = -np.inf
+    rows[1, :110] = -np.inf
     ours = pareto_k(rows)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ArviZ's own "k̂ is large" warnings
