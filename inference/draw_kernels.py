@@ -4,11 +4,9 @@ Both were numpy expressions over (pairs, draws, 6) arrays — a gathered copy of
 the standardised draws, a batched 6 × 6 product per draw, θ(u) of every draw
 and three weighted sums over it — and together cost as much as the expanded
 log joint at the draws itself. Here each pair's draws are made and reduced in
-one pass, θ(u) by the value kernel's own transform.
-
-:func:`mixture_draws` makes the draws of the two-component proposal of
-:func:`inference.laplace.integrate` — a Student-t in u and one in the natural
-coordinates v — and the mixture's density at each of them.
+one pass, θ(u) by the value kernel's own transform: :func:`mixture_draws` makes the
+draws of the two-component proposal — a Student-t in u and one in the natural
+coordinates v — with the mixture's density at each, :func:`theta_moments` reduces them.
 """
 
 from __future__ import annotations
@@ -19,24 +17,6 @@ import numba as nb
 import numpy as np
 
 from inference.expansion_kernels import _theta_log_prior
-
-
-@nb.njit(cache=True, nogil=True)
-def draws(loc, tril, z, group):  # pragma: no cover - compiled
-    """u (P, S, 6) = loc[p] + tril[p] · z[group[p], s]: standardised draws z (G, S, 6) through
-    each pair's lower-triangular scale (P, 6, 6)."""
-    n_pair, n_draw = loc.shape[0], z.shape[1]
-    out = np.empty((n_pair, n_draw, 6))
-    for p in range(n_pair):
-        zg = z[group[p]]
-        for s in range(n_draw):
-            for i in range(6):
-                acc = loc[p, i]
-                for j in range(i + 1):
-                    acc += tril[p, i, j] * zg[s, j]
-                out[p, s, i] = acc
-    return out
-
 
 BOUNDED = (1, 2, 5)
 """The coordinates of u that are logits (background, blur, dose); v = σ(u) there, u elsewhere."""

@@ -11,9 +11,12 @@ def test_draws_are_loc_plus_scale_times_standardised():
     rng = np.random.default_rng(3)
     loc = rng.normal(size=(5, 6))
     tril = np.tril(rng.normal(size=(5, 6, 6)))
+    tril[:, range(6), range(6)] = np.abs(tril[:, range(6), range(6)]) + 0.1  # a scale
     z = rng.normal(size=(2, 40, 6))
     group = np.array([0, 1, 1, 0, 1])
-    got = draw_kernels.draws(loc, tril, z, group)
+    # the proposal's component in u alone (share 0 of the one in v)
+    never = np.zeros(40, dtype=bool)
+    got, _ = draw_kernels.mixture_draws(loc, tril, loc, tril, z, group, never, 0.0, 5.0, 1e9, 0.0)
     want = loc[:, None] + np.matmul(z[group], tril.transpose(0, 2, 1))
     np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
 
