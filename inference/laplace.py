@@ -131,9 +131,11 @@ def _draws(prop: _Proposal, samples, df, rng, group, share, radius: float = 6.0)
     never reaches its far end. The pairs of one `group` (P,) — a site's candidates —
     share one set of standardised draws (common random numbers: differences of
     evidences between a site's candidates are less noisy); the groups' directions are
-    independent, so that no two sites' estimates (and k̂) share their luck. The radii are
-    stratified, the same quantiles for every group, and the components alternate along
-    them.
+    independent, so that no two sites' estimates (and k̂) share their luck. The draws of
+    each component alternate with the other's and have stratified radii of their own —
+    one in every 1/n of the (truncated) radial quantile for the n draws of that
+    component, the same quantiles for every group — so each component's draws follow
+    that component alone, which the mixture weights assume.
     """
     from scipy import stats
 
@@ -141,11 +143,13 @@ def _draws(prop: _Proposal, samples, df, rng, group, share, radius: float = 6.0)
     direction = rng.standard_normal((groups, samples, DIM))
     direction /= np.linalg.norm(direction, axis=2, keepdims=True)
     top = stats.f.cdf(radius**2 / DIM, DIM, df)
-    quantile = (np.arange(samples) + rng.random(samples)) / samples * top
+    k = np.arange(samples + 1)
+    from_v = np.diff(np.floor(k * share)) > 0  # the v component's draws, spread evenly
+    rank = np.where(from_v, np.cumsum(from_v), np.cumsum(~from_v)) - 1
+    count = np.where(from_v, from_v.sum(), samples - from_v.sum())
+    quantile = (rank + rng.random(samples)) / count * top  # each component stratified
     maha = DIM * stats.f.ppf(quantile, DIM, df)
     z = direction * np.sqrt(maha)[None, :, None]  # (groups, S, 6), standardised draws
-    k = np.arange(samples + 1)
-    from_v = np.diff(np.floor(k * share)) > 0  # spread evenly along the radii
     log_norm = (
         math.lgamma((df + DIM) / 2)
         - math.lgamma(df / 2)

@@ -304,3 +304,29 @@ def test_exact_accumulation_matches_the_pixel_by_pixel_statistics():
     # to ~1e-6 of the tensor's scale, not to 1e-8 elementwise
     scale = np.abs(want_t).max(axis=(1, 2, 3))[:, None, None, None]
     assert np.all(np.abs(t - want_t) <= 1e-5 * scale)
+
+
+def test_each_proposal_component_has_its_own_stratified_radii():
+    """The mixture weights assume each component's draws follow that component: its draws'
+    radial quantiles fall one per 1/n stratum and uniformly within it (not the lower
+    half of every stratum for one component and the upper half for the other)."""
+    from scipy import stats
+
+    from inference.laplace import _draws, _Proposal, natural
+
+    samples, df, radius = 4096, 5.0, 6.0
+    u = np.zeros((1, 6))
+    prop = _Proposal(u, np.eye(6)[None], natural(u), 1e-3 * np.eye(6)[None])  # v: in the box
+    draws, log_q = _draws(prop, samples, df, np.random.default_rng(3), np.zeros(1, int), 0.5)
+    assert np.isfinite(log_q).all()
+    from_u = np.arange(samples) % 2 == 0
+    top = stats.f.cdf(radius**2 / 6, 6, df)
+    for mask, points, loc, scale in (
+        (from_u, draws[0], 0.0, 1.0),
+        (~from_u, natural(draws[0]), natural(u)[0], 1e-3),
+    ):
+        z2 = (((points[mask] - loc) / scale) ** 2).sum(1)
+        q = stats.f.cdf(z2 / 6, 6, df) / top * mask.sum()  # stratum index + place in it
+        np.testing.assert_array_equal(np.floor(q + 1e-9).astype(int), np.arange(mask.sum()))
+        place = q - np.arange(mask.sum())
+        assert abs(place.mean() - 0.5) < 0.03  # uniform within the stratum: mean 1/2 ± 3.5 se
