@@ -1,6 +1,6 @@
 """Benchmark of inference/: accuracy, calibration, entropy, speed, and the NUTS check.
 
-Prints ``key: value`` lines. Five parts (``--part``, default all but exact):
+Prints ``key: value`` lines. Parts (``--part``, default all but exact, tails and work):
 
 - **evaluation** — held-out patches rendered from the shipped bank with a seed
   training never used, every grid case, dose 10⁴–10⁶ e/Å², class uniform over
@@ -12,6 +12,12 @@ Prints ``key: value`` lines. Five parts (``--part``, default all but exact):
 - **speed** — sites per second with the context known: one image's worth of
   sites of one case (WSe2-V-80kV-HAADF, context-aware class frequencies, dose
   over the prior range), median of ``--repeats`` runs on this machine.
+- **work** — the same engine's work per site, a cost the machine's noise does not
+  move: ``--speed-sites`` sites drawn as the evaluation draws them, one thread; per
+  site the (site, candidate, variant) pairs through each stage (quick rounds, mode
+  searches, importance sampling) and the CPU seconds of each of ``--repeats`` runs
+  after one to warm up.
+  To compare commits, run it in each (a git worktree on ``PYTHONPATH``), alternately.
 - **amortized** — the guide's class head q(c | x, m) against our posterior on
   the evaluation's distribution: could it stand in where it is sure?
 - **nuts** — on ``--nuts-sites`` metal and chalcogen sites (every grid case,
@@ -275,6 +281,60 @@ def amortized(args, bank, engine, guide) -> None:
     print(f"class_head_sites_per_s: {len(types) / t_head:.0f}")
 
 
+def work(args, bank, engine) -> None:
+    """Pairs per site through each stage of :meth:`PosteriorEngine.evidence`, and CPU time.
+
+    The stages are counted where the engine calls them (its module's names wrapped).
+    """
+    import inference.posterior as engine_module
+    from inference.evaluate import bank_cases
+    from prob.classes import CLASSES, site_type_of
+    from simulate.renderer import PatchGenerator
+
+    counts = dict.fromkeys(("first_round", "search", "integrate"), 0)
+
+    def counted(name):
+        inner = getattr(engine_module, name)
+
+        def wrapper(*a, **k):
+            counts[name] += len(a[0].mode) if name == "integrate" else len(a[0])
+            return inner(*a, **k)
+
+        return wrapper
+
+    originals = {name: getattr(engine_module, name) for name in counts}
+    torch.set_num_threads(1)
+    workers, engine.workers = engine.workers, 1
+    cases = bank_cases(bank)
+    n = args.speed_sites
+    draw = PatchGenerator(bank, seed=args.seed).draw(n, seed=[args.seed, 7])
+    types = np.array([site_type_of(CLASSES[c]) for c in draw.label])
+    seconds = []
+    try:
+        for name in counts:
+            setattr(engine_module, name, counted(name))
+        for repeat in range(args.repeats + 1):  # the first warms up (templates, compiling)
+            counts.update(dict.fromkeys(counts, 0))
+            t0 = time.process_time()
+            for site_type in ("metal", "chalcogen"):
+                rows = np.nonzero(types == site_type)[0]
+                own = draw.case[rows]
+                engine.evidence(draw.patches[rows], site_type, cases, seed=1, own_case=own)
+            if repeat:
+                seconds.append(time.process_time() - t0)
+    finally:
+        for name, f in originals.items():
+            setattr(engine_module, name, f)
+        engine.workers = workers
+        torch.set_num_threads(args.threads)
+    print(f"work_sites: {n} (one thread)")
+    print(f"quick_rounds_per_site: {counts['first_round'] / n:.3f}")
+    print(f"searches_per_site: {counts['search'] / n:.3f}")
+    print(f"importance_sampled_per_site: {counts['integrate'] / n:.3f}")
+    print("work_cpu_seconds: " + " ".join(f"{s:.1f}" for s in seconds))
+    print(f"work_cpu_ms_per_site_median: {1000 * float(np.median(seconds)) / n:.2f}")
+
+
 def main() -> None:
     from inference.commands import load_engine
     from prob.io import read_netcdf
@@ -284,7 +344,7 @@ def main() -> None:
     parser.add_argument(
         "--part",
         default="all",
-        choices=("all", "evaluation", "speed", "amortized", "nuts", "exact", "tails"),
+        choices=("all", "evaluation", "speed", "amortized", "nuts", "exact", "tails", "work"),
     )
     parser.add_argument("--n", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=2026)
@@ -368,6 +428,8 @@ def main() -> None:
         checks.exact(args, bank, engine)
     if args.part == "tails":
         checks.tails(args, bank, engine)
+    if args.part == "work":
+        work(args, bank, engine)
     print(f"benchmark_seconds: {time.perf_counter() - start:.0f}")
 
 

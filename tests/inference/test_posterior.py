@@ -162,6 +162,46 @@ def test_a_high_dose_pair_is_not_screened_out_by_one_round_from_a_poor_proposal(
     assert post[0, CLASSES.index("M")] > 0.2
 
 
+@pytest.mark.parametrize("row", [111, 295])
+def test_every_variant_of_a_candidate_with_mass_is_searched(row):
+    """Patches 111 (M, 8.5·10⁵ e/Å²) and 295 (X2, 7.9·10⁵) of the evaluation's draw, shipped
+    bank, the ideal observer: from the guide's start both screens dropped variants of the
+    true candidate — each judged from a start that suited another variant, one round from
+    which lands 30-90 nats short at this dose — so its evidence came out 4 and 17 nats
+    below what the search from the true θ finds, and the background's PIT above 0.995.
+    Every variant of a candidate with mass is now searched: the two starts agree. From the
+    true θ one pair survives the screens (the case that once reached the search empty)."""
+    from inference.commands import load_engine
+    from inference.evaluate import bank_cases
+    from prob.io import read_netcdf
+    from prob.nuisance import PARAMS
+    from simulate.cli import default_bank_path
+
+    bank = read_netcdf(default_bank_path(), kind="TemplateBank")
+    _, _, guide = load_engine(bank=bank)
+    draw = PatchGenerator(bank, seed=2026).draw(6000, seed=[2026, 7])  # as evaluate draws
+    assert draw.theta[row, PARAMS.index("dose")] > 7e5
+    label = CLASSES[draw.label[row]]
+    site_type = "metal" if label in ("M", "D", "VM") else "chalcogen"
+    engine = ideal_engine(bank, guide, samples=512)
+    rows, cases = [row], bank_cases(bank)
+    found = {}
+    for name, start in (("guide", None), ("true", draw.theta[rows])):
+        ev = engine.evidence(
+            draw.patches[rows],
+            site_type,
+            cases,
+            seed=2026,
+            start=start,
+            truth=draw.theta[rows],
+            own_case=draw.case[rows],
+        )
+        cand = ev.cset.index[draw.case[row], list(ev.cset.labels).index(label)]
+        found[name] = ev.log_evidence[0, cand], ev.pit[0, cand, PARAMS.index("background")]
+    assert found["guide"][0] == pytest.approx(found["true"][0], abs=0.5)
+    assert found["guide"][1] < 0.995
+
+
 def test_guide_features_run_each_patch_once_for_many_contexts():
     """`rows` looks each row's patch up after the convolutions: the same h as passing the
     patch once per row (context-free inference pairs a site with dozens of contexts)."""
