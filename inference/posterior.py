@@ -21,12 +21,13 @@ q(θ | x, m, c). (1) A profile score (:mod:`inference.screen`, one filtering)
 drops pairs more than ``screen_profile`` nats below their site's best: their
 evidence is −∞. (2) One cheap moment-matched round gives a Laplace value;
 pairs more than ``screen`` nats below keep it as their evidence. (3) The rest
-get the full mode search and Laplace fit. (4) Every variant of a candidate
-whose searched variants hold at least ``min_mass`` of their site's posterior
-is searched too, from its best sibling's mode, whatever the screens said of it:
-the screens judge a variant from a start that suited another, and at high
-dose that start can cost tens of nats (a candidate would lose part of its
-mixture, its evidence and θ posterior biased). (5) Pairs with at least
+get the full mode search and Laplace fit. (4) A variant the screens dropped,
+of a candidate whose searched variants hold at least ``min_mass`` of their
+site's posterior, is judged again from its best searched sibling's mode: up
+to :data:`SIBLING_ROUNDS` moment-matched rounds, then the second screen, then
+the search. The screens judged it from a start that suited another variant,
+and at high dose that start can cost tens of nats (a candidate would lose
+part of its mixture, its evidence and θ posterior biased). (5) Pairs with at least
 ``min_mass`` are importance-sampled (k̂, ESS, θ mean/sd from the draws);
 lighter ones keep the Laplace estimate (k̂ NaN).
 """
@@ -412,8 +413,9 @@ class PosteriorEngine:
         # 5: the variants are one candidate's mixture over the generator's optics (defocus
         # trades against blur); a variant screened out from a start that suited another — at
         # high dose a few per cent off in blur or dose cost more than either margin — would
-        # bias its candidate's evidence and θ posterior. So every variant of a candidate with
-        # mass is searched, without a screen, from its best searched sibling's mode.
+        # bias its candidate's evidence and θ posterior. So every unsearched variant of a
+        # candidate with mass gets up to SIBLING_ROUNDS quick rounds from its best searched
+        # sibling's mode (stopping early more than SIBLING_SLACK below), then the screen.
         rows, start = _siblings(site, cand, idx, found.mode, log_ev, len(xs), self.min_mass)
         if len(rows):
             quick = first_round(flat[site[rows]], pair_t(rows), start, self.prior, self.variance)

@@ -173,6 +173,7 @@ def test_every_variant_of_a_candidate_with_mass_is_searched(row):
     true θ one pair survives the screens (the case that once reached the search empty)."""
     from inference.commands import load_engine
     from inference.evaluate import bank_cases
+    from prob.classes import site_type_of
     from prob.io import read_netcdf
     from prob.nuisance import PARAMS
     from simulate.cli import default_bank_path
@@ -182,7 +183,7 @@ def test_every_variant_of_a_candidate_with_mass_is_searched(row):
     draw = PatchGenerator(bank, seed=2026).draw(6000, seed=[2026, 7])  # as evaluate draws
     assert draw.theta[row, PARAMS.index("dose")] > 7e5
     label = CLASSES[draw.label[row]]
-    site_type = "metal" if label in ("M", "D", "VM") else "chalcogen"
+    site_type = site_type_of(label)
     engine = ideal_engine(bank, guide, samples=512)
     rows, cases = [row], bank_cases(bank)
     found = {}
