@@ -11,15 +11,20 @@ Prints ``key: value`` lines. Parts (``--part``, default all but exact, tails and
   the dopant and the host metal share on true D/M sites.
 - **speed** — sites per second with the context known: one image's worth of
   sites of one case (WSe2-V-80kV-HAADF, context-aware class frequencies, dose
-  over the prior range), median of ``--repeats`` runs on this machine.
-- **work** — the same engine's work per site, a cost the machine's noise does not
-  move: ``--speed-sites`` sites drawn as the evaluation draws them, one thread; per
+  over the prior range), median of ``--repeats`` runs on this machine, with the
+  amortized shortcut as shipped (``sites_per_s``, ``frac_amortized``) and, each
+  run paired with it, the θ integral alone (``sites_per_s_integral_only``,
+  ``shortcut_speedup``: the median ratio of the pairs).
+- **work** — the θ integral's work per site (the shortcut off), a cost the machine's
+  noise does not move: ``--speed-sites`` sites drawn as the evaluation draws them, one thread; per
   site the (site, candidate, variant) pairs through each stage (quick rounds, mode
   searches, importance sampling) and the CPU seconds of each of ``--repeats`` runs
   after one to warm up.
   To compare commits, run it in each (a git worktree on ``PYTHONPATH``), alternately.
-- **amortized** — the guide's class head q(c | x, m) against our posterior on
-  the evaluation's distribution: could it stand in where it is sure?
+- **amortized** — the amortized shortcut (:mod:`inference.amortized`) against the
+  θ integral on the evaluation's and on an image's class frequencies: the share of
+  sites it takes, their disagreements and distance to the integral's posterior; and
+  the guide's class head q(c | x, m) alone.
 - **nuts** — on ``--nuts-sites`` metal and chalcogen sites (every grid case,
   the context known), Pyro NUTS over θ with class and variant summed out
   (:mod:`inference.nuts`, every pixel exact), site by site (``--nuts-batch``
@@ -122,6 +127,22 @@ def report(ds) -> None:
     for key in ("nll_context_aware", "nll_ideal", "brier_context_aware", "brier_ideal"):
         print(f"{key}: {a[key]:.4f}")
     print(f"frac_khat_gt_0_7: {a['frac_khat_gt_0_7']:.4f}")
+    if "frac_amortized" in a:
+        print(f"frac_amortized: {a['frac_amortized']:.4f}")
+        if "frac_khat_gt_0_7_integrated" in a:
+            print(f"frac_khat_gt_0_7_integrated: {a['frac_khat_gt_0_7_integrated']:.4f}")
+        truth = np.array([list(ds["class"].values).index(c) for c in ds["true_class"].values])
+        for name, rows in (
+            ("amortized", ds["amortized"].values),
+            ("integrated", ~ds["amortized"].values),
+        ):
+            if rows.any():
+                ours = ds["probability_context_aware"].values[rows]
+                ideal = ds["probability_ideal"].values[rows]
+                print(
+                    f"acc_{name}_sites: ours {np.mean(ours.argmax(1) == truth[rows]):.4f} "
+                    f"ideal {np.mean(ideal.argmax(1) == truth[rows]):.4f} (n {rows.sum()})"
+                )
     theta_pit(ds)
     per_class_entropy(ds)
     per_group_entropy(ds)
@@ -134,10 +155,17 @@ def theta_pit(ds) -> None:
     ours, then (``theta_pit_ideal_ks_*``) the ideal observer's: the same θ integral under
     the generator's likelihood, which separates the integral's error from the learned
     likelihood's."""
-    for var in ("theta_pit", "theta_pit_ideal"):
+    amortized = ds["amortized"].values if "amortized" in ds else None
+    groups = [("theta_pit", None), ("theta_pit_ideal", None)]
+    if amortized is not None and amortized.any():  # ours, split by where θ came from
+        groups[1:1] = [
+            ("theta_pit", ~amortized, "integrated"),
+            ("theta_pit", amortized, "amortized"),
+        ]
+    for var, rows, *suffix in groups:
         if var not in ds:
             continue
-        pit = ds[var].values
+        pit = ds[var].values if rows is None else ds[var].values[rows]
         for j, name in enumerate(ds[var].coords[ds[var].dims[1]].values):
             p = np.sort(pit[:, j][np.isfinite(pit[:, j])])
             if not len(p):
@@ -146,7 +174,8 @@ def theta_pit(ds) -> None:
             ecdf = np.arange(1, n + 1) / n
             d = max(np.max(ecdf - p), np.max(p - (ecdf - 1 / n)))
             band = 1.36 / np.sqrt(n)
-            print(f"{var}_ks_{name}: {d:.3f} (band {band:.3f}, mean PIT {p.mean():.3f})")
+            key = f"{var}_{suffix[0]}" if suffix else var
+            print(f"{key}_ks_{name}: {d:.3f} (band {band:.3f}, mean PIT {p.mean():.3f}, n {n})")
 
 
 def per_group_entropy(ds) -> None:
@@ -210,15 +239,26 @@ def speed(args, bank, engine) -> None:
     rows = {s: np.nonzero(types == s)[0] for s in ("metal", "chalcogen")}
     for s, r in rows.items():  # templates built and code compiled outside the timing
         engine.evidence(draw.patches[r[:8]], s, [case])
-    times = []
+        engine.evidence(draw.patches[r[:8]], s, [case], shortcut=False)
+    # with the shortcut (as shipped) and without it (every site through the θ integral),
+    # alternately, so that both see the same machine
+    times = {True: [], False: []}
+    amortized = 0
     for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        for s, r in rows.items():
-            engine.evidence(draw.patches[r], s, [case])
-        times.append(time.perf_counter() - t0)
-    rates = sorted(args.speed_sites / t for t in times)
-    print(f"sites_per_s: {float(np.median(rates)):.1f}")
-    print(f"sites_per_s_min_max: {rates[0]:.1f} {rates[-1]:.1f}")
+        for use in (True, False):
+            t0 = time.perf_counter()
+            for s, r in rows.items():
+                ev = engine.evidence(draw.patches[r], s, [case], shortcut=use)
+                if use and ev.amortized is not None:
+                    amortized += int(ev.amortized.sum())
+            times[use].append(time.perf_counter() - t0)
+    rates = {use: sorted(args.speed_sites / t for t in ts) for use, ts in times.items()}
+    ratio = np.median(np.array(times[False]) / np.array(times[True]))
+    print(f"sites_per_s: {float(np.median(rates[True])):.1f}")
+    print(f"sites_per_s_min_max: {rates[True][0]:.1f} {rates[True][-1]:.1f}")
+    print(f"frac_amortized: {amortized / (args.repeats * args.speed_sites):.4f}")
+    print(f"sites_per_s_integral_only: {float(np.median(rates[False])):.1f}")
+    print(f"shortcut_speedup: {ratio:.2f} (median of {args.repeats} paired runs)")
     print(f"speed_sites: {args.speed_sites} (threads {torch.get_num_threads()})")
     # context-free: every grid case's candidates per site (one run, the first
     # --free-sites of each site type)
@@ -230,16 +270,20 @@ def speed(args, bank, engine) -> None:
         print(f"context_free_ms_per_site_{s}: {ms:.1f} ({len(r)} sites)")
 
 
-def amortized(args, bank, engine, guide) -> None:
-    """The guide's class head q(c | x, m) as a shortcut: how often it could stand in.
+def amortized(args, bank, engine, guide, tau: float) -> None:
+    """The amortized shortcut against the θ integral, and the guide's class head.
 
-    On ``--speed-sites`` patches of the evaluation's distribution (every case, the
-    class uniform, the context known): our posterior and the class head (trained
-    under that same uniform class prior), their accuracy, calibration, how many
-    sites each is sure of (max > 0.999), their total-variation distance, and the
-    head's own speed. A shortcut that skipped the θ integral wherever the head is
-    sure could only skip that share of the sites.
+    On ``--speed-sites`` fresh patches of every case, the context known, twice: the
+    evaluation's distribution (class uniform over those the case allows) and an image's
+    (context-aware class frequencies), each posterior under the prior it was drawn
+    with. Per distribution: the share of sites the shortcut takes, on those sites its
+    MAP disagreements with the integral, the total-variation distance between the two
+    posteriors (mean, p95, max) and the errors of each against the truth; over all sites
+    the accuracy and ECE of the engine with and without it; the network's own speed.
+    Then (uniform distribution) the guide's class head q(c | x, m) alone: accuracy, ECE,
+    share of sites it is sure of (max > 0.999).
     """
+    from inference.amortized import amortized_features
     from inference.evaluate import bank_cases
     from inference.guide import context_features
     from inference.posterior import own_case_prior
@@ -248,37 +292,68 @@ def amortized(args, bank, engine, guide) -> None:
     from simulate.renderer import PatchGenerator
 
     cases = bank_cases(bank)
-    draw = PatchGenerator(bank, seed=args.seed + 7).draw(args.speed_sites)
-    types = np.array([site_type_of(CLASSES[c]) for c in draw.label])
-    exact = np.zeros((len(types), len(CLASSES)))
-    head = np.zeros_like(exact)
-    t_head = 0.0
-    for site_type in ("metal", "chalcogen"):
-        rows = np.nonzero(types == site_type)[0]
-        own = draw.case[rows]
-        ev = engine.evidence(draw.patches[rows], site_type, cases, own_case=own)
-        exact[rows] = ev.class_posterior(own_case_prior(ev.cset.log_prior("uniform"), own))
-        allowed = np.zeros((len(rows), len(CLASSES)), dtype=bool)
-        for j, label in enumerate(ev.cset.labels):
-            allowed[:, CLASSES.index(label)] = ev.cset.index[own, j] >= 0
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            h = guide.features(
-                torch.from_numpy(draw.patches[rows]),
-                context_features([cases[i].context for i in own]),
+    if engine.shortcut is None:
+        print("amortized: no shipped network (inference/data/amortized.pt)")
+    print(f"amortized_margin_nats: {getattr(engine.shortcut, 'margin', float('nan')):g}")
+    for kind in ("uniform", "context_aware"):
+        draw = PatchGenerator(bank, seed=args.seed + 7, class_prior=kind).draw(args.speed_sites)
+        types = np.array([site_type_of(CLASSES[c]) for c in draw.label])
+        full = np.zeros((len(types), len(CLASSES)))
+        fast, head = np.zeros_like(full), np.zeros_like(full)
+        decisive = np.zeros(len(types), dtype=bool)
+        t_net = 0.0
+        for site_type in ("metal", "chalcogen"):
+            rows = np.nonzero(types == site_type)[0]
+            own = draw.case[rows]
+            x = draw.patches[rows]
+            ev = engine.evidence(x, site_type, cases, own_case=own, shortcut=False)
+            prior = own_case_prior(ev.cset.log_prior(kind), own)
+            full[rows] = ev.class_posterior(prior, tau)
+            ev = engine.evidence(x, site_type, cases, own_case=own)
+            fast[rows] = ev.class_posterior(prior, tau)
+            if ev.amortized is not None:
+                decisive[rows] = ev.amortized
+            contexts = context_features([cases[i].context for i in own])
+            if engine.shortcut is not None:
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    features = amortized_features([cases[i].context for i in own])
+                    engine.shortcut.net(torch.from_numpy(x), features)
+                t_net += time.perf_counter() - t0
+            if kind == "uniform":
+                allowed = np.zeros((len(rows), len(CLASSES)), dtype=bool)
+                for j, label in enumerate(ev.cset.labels):
+                    allowed[:, CLASSES.index(label)] = ev.cset.index[own, j] >= 0
+                with torch.no_grad():
+                    logits = guide.class_logits(guide.features(torch.from_numpy(x), contexts))
+                logits = np.where(allowed, logits.double().numpy(), -np.inf)
+                q = np.exp(logits - logits.max(1, keepdims=True))
+                head[rows] = q / q.sum(1, keepdims=True)
+        d = decisive
+        tv = 0.5 * np.abs(full - fast).sum(1)[d]
+        print(f"amortized_{kind}_frac: {d.mean():.4f} (of {len(d)} sites)")
+        if d.any():
+            print(
+                f"amortized_{kind}_disagree: {int((full[d].argmax(1) != fast[d].argmax(1)).sum())}"
             )
-            logits = guide.class_logits(h).double().numpy()
-        t_head += time.perf_counter() - t0
-        logits = np.where(allowed, logits, -np.inf)
-        q = np.exp(logits - logits.max(1, keepdims=True))
-        head[rows] = q / q.sum(1, keepdims=True)
-    for name, p in (("exact", exact), ("class_head", head)):
-        print(f"acc_{name}: {metrics.accuracy(p, draw.label):.4f}")
-        print(f"ece_{name}: {metrics.ece(p, draw.label):.4f}")
-        print(f"frac_sure_{name}: {np.mean(p.max(1) > 0.999):.4f}")
-    tv = 0.5 * np.abs(exact - head).sum(1)
-    print(f"tv_class_head_vs_exact: {tv.mean():.4f} (p95 {np.quantile(tv, 0.95):.4f})")
-    print(f"class_head_sites_per_s: {len(types) / t_head:.0f}")
+            print(
+                f"amortized_{kind}_tv: mean {tv.mean():.2e} p95 {np.quantile(tv, 0.95):.2e} "
+                f"max {tv.max():.2e}"
+            )
+            err_fast = int((fast[d].argmax(1) != draw.label[d]).sum())
+            err_full = int((full[d].argmax(1) != draw.label[d]).sum())
+            print(f"amortized_{kind}_errors: shortcut {err_fast} integral {err_full}")
+        for name, p in (("integral", full), ("shortcut", fast)):
+            print(
+                f"acc_{kind}_{name}: {metrics.accuracy(p, draw.label):.4f} "
+                f"ece {metrics.ece(p, draw.label):.4f}"
+            )
+        if t_net:
+            print(f"amortized_{kind}_network_sites_per_s: {len(types) / t_net:.0f}")
+        if kind == "uniform":
+            print(f"acc_class_head: {metrics.accuracy(head, draw.label):.4f}")
+            print(f"ece_class_head: {metrics.ece(head, draw.label):.4f}")
+            print(f"frac_sure_class_head: {np.mean(head.max(1) > 0.999):.4f}")
 
 
 def work(args, bank, engine) -> None:
@@ -319,7 +394,9 @@ def work(args, bank, engine) -> None:
             for site_type in ("metal", "chalcogen"):
                 rows = np.nonzero(types == site_type)[0]
                 own = draw.case[rows]
-                engine.evidence(draw.patches[rows], site_type, cases, seed=1, own_case=own)
+                engine.evidence(
+                    draw.patches[rows], site_type, cases, seed=1, own_case=own, shortcut=False
+                )
             if repeat:
                 seconds.append(time.process_time() - t0)
     finally:
@@ -421,7 +498,7 @@ def main() -> None:
     if args.part in ("all", "speed"):
         speed(args, bank, engine)
     if args.part in ("all", "amortized"):
-        amortized(args, bank, engine, guide)
+        amortized(args, bank, engine, guide, tau)
     if args.part in ("all", "nuts"):
         checks.nuts(args, bank, engine)
     if args.part == "exact":

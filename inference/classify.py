@@ -152,12 +152,17 @@ def classify_image(
                     new = evaluate(again, site_type, bar, offsets=field.offsets)
                     for name in _EVIDENCE_FIELDS:
                         getattr(ev, name)[np.searchsorted(rows, again)] = getattr(new, name)
+                    if ev.amortized is not None:
+                        ev.amortized[np.searchsorted(rows, again)] = False
                 say(f"{site_type}: {len(again)} sites next to probable defects evaluated again")
         probability, case_post = _posteriors(evidence, cases, flagged, overrides, temperature, n)
     theta_mean = np.full((n, 6), np.nan)
     theta_sd = np.full((n, 6), np.nan)
     pareto = np.full(n, np.nan)
+    amortized = np.zeros(n, dtype=bool)
     for _site_type, (rows, ev) in evidence.items():
+        if ev.amortized is not None:
+            amortized[rows] = ev.amortized
         lp = ev.cset.log_prior("context_aware", overrides)
         lp = lp + np.log(np.maximum(case_post["context_aware"], 1e-300))[:, None]
         theta_mean[rows], theta_sd[rows], pareto[rows] = ev.site_summary(lp, temperature)
@@ -187,6 +192,10 @@ def classify_image(
     for name in ("found", "edge", "off_lattice", "contaminated"):
         ds[name] = ("site", flags[name].values)
     ds["khat_flag"] = ("site", pareto > K_HAT_LIMIT)
+    ds["amortized"] = ("site", amortized)
+    ds["amortized"].attrs["description"] = (
+        "class and θ from the amortized network (decisive site, context known); no k̂"
+    )
     return ds, summarise(ds, seed=seed)
 
 
@@ -326,7 +335,11 @@ def _concatenate(parts: list[SiteEvidence]) -> SiteEvidence:
     if len(parts) == 1:
         return parts[0]
     fields = {name: np.concatenate([getattr(p, name) for p in parts]) for name in _EVIDENCE_FIELDS}
-    return SiteEvidence(cset=parts[0].cset, pit=None, **fields)
+    flags = [
+        np.zeros(len(p.log_evidence), dtype=bool) if p.amortized is None else p.amortized
+        for p in parts
+    ]
+    return SiteEvidence(cset=parts[0].cset, pit=None, amortized=np.concatenate(flags), **fields)
 
 
 def summarise(ds: xr.Dataset, *, seed: int = 0, draws: int = 2000) -> dict:
@@ -342,6 +355,7 @@ def summarise(ds: xr.Dataset, *, seed: int = 0, draws: int = 2000) -> dict:
         "sites_used": int(use.sum()),
         "flagged_by_finder": int(flagged.sum()),
         "flagged_by_khat": int(ds["khat_flag"].values.sum()),
+        "amortized": int(ds["amortized"].values.sum()) if "amortized" in ds else 0,
         "counts": {c: int(((map_class == c) & use).sum()) for c in CLASSES},
         "fractions": {},
     }

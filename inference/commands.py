@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from prob.io import read_netcdf, write_netcdf
@@ -29,6 +30,11 @@ def default_posterior_path() -> Path:
     return Path(__file__).parent / "data" / "posterior.pt"
 
 
+def default_amortized_path() -> Path:
+    """The amortized network shipped inside the package (trained on the shipped bank)."""
+    return Path(__file__).parent / "data" / "amortized.pt"
+
+
 def posterior_path_for(model_out: Path) -> Path:
     """Where ``ctxdefect train --out MODEL`` writes the posterior artifact by default."""
     from likelihood.cli import default_model_path
@@ -38,25 +44,43 @@ def posterior_path_for(model_out: Path) -> Path:
     return model_out.with_name(model_out.stem + ".posterior.pt")
 
 
+def amortized_path_for(model_out: Path) -> Path:
+    """Where ``ctxdefect train --out MODEL`` writes the amortized network by default."""
+    from likelihood.cli import default_model_path
+
+    if model_out.resolve() == default_model_path().resolve():
+        return default_amortized_path()
+    return model_out.with_name(model_out.stem + ".amortized.pt")
+
+
 def extend_train(train: argparse.ArgumentParser) -> None:
     """Add the guide stage to the likelihood's ``train`` parser."""
     train.add_argument(
         "--stage",
         default="all",
-        choices=("all", "likelihood", "guide"),
-        help="likelihood, then guide (all); or one of them",
+        choices=("all", "likelihood", "guide", "amortized"),
+        help="likelihood, then guide, then the amortized shortcut (all); or one of them",
     )
     train.add_argument("--posterior-out", help="guide + temperature file (default: beside --out)")
     train.add_argument("--guide-minutes", default="10", help="guide training budget [min]")
+    train.add_argument(
+        "--amortized-out",
+        help="amortized network file (default: the shipped one for the "
+        "shipped model, else beside --out)",
+    )
+    train.add_argument("--amortized-minutes", default="60", help="its training budget [min]")
     likelihood_run = train.get_default("run")
 
     def run(args: argparse.Namespace) -> int:
-        from inference.train import train_posterior
+        from inference.train import train_amortized, train_posterior
         from simulate.cli import default_bank_path
 
         out = Path(args.out)
         minutes = validate_number(
             "guide_minutes", args.guide_minutes, low=0, low_inclusive=False, unit="min"
+        )
+        amortized_minutes = validate_number(
+            "amortized_minutes", args.amortized_minutes, low=0, low_inclusive=False, unit="min"
         )
         seed = validate_seed("seed", args.seed)
         if args.stage in ("all", "likelihood"):
@@ -69,8 +93,17 @@ def extend_train(train: argparse.ArgumentParser) -> None:
         bank = read_netcdf(bank_path, kind="TemplateBank")
         target = Path(args.posterior_out) if args.posterior_out else posterior_path_for(out)
         log = _logger(args.quiet)
-        train_posterior(bank, out, target, minutes=minutes, seed=seed, log=log)
-        print(f"wrote {target}")
+        if args.stage in ("all", "guide"):
+            train_posterior(bank, out, target, minutes=minutes, seed=seed, log=log)
+            print(f"wrote {target}")
+        if args.stage in ("all", "amortized"):
+            if not target.is_file():
+                raise ValueError(f"posterior_out={str(target)!r}: no guide there (--stage guide)")
+            net_out = Path(args.amortized_out) if args.amortized_out else amortized_path_for(out)
+            train_amortized(
+                bank, out, target, net_out, minutes=amortized_minutes, seed=seed, log=log
+            )
+            print(f"wrote {net_out}")
         return 0
 
     train.set_defaults(run=run)
@@ -82,6 +115,11 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--out", required=True, help="Evaluation netCDF to write")
     ev.add_argument("--model", help="likelihood model (default: the shipped one)")
     ev.add_argument("--posterior", help="guide + temperature (default: the shipped one)")
+    ev.add_argument(
+        "--no-shortcut",
+        action="store_true",
+        help="every site through the θ integral (no amortized shortcut)",
+    )
     ev.add_argument("--bank", help="TemplateBank (default: the shipped one)")
     ev.add_argument("--seed", default="2026", help="render seed (not a training seed)")
     ev.add_argument("--samples", default="256", help="importance draws per (candidate, variant)")
@@ -93,12 +131,18 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     ev.set_defaults(run=_cmd_evaluate)
 
 
-def load_engine(model_path=None, posterior_path=None, bank=None, samples: int = 256):
+def load_engine(
+    model_path=None, posterior_path=None, bank=None, samples: int = 256, shortcut: bool = True
+):
     """(engine, temperature, guide) from the shipped or given files.
 
     `samples` importance draws per pair: 256, as evaluated (benchmarks/inference.py);
     with a few dozen the refit's first batch is too small and k̂ flags half the sites.
+    With `shortcut`, the shipped amortized network takes the decisive sites where the
+    context is known (:mod:`inference.amortized`) — when `bank` is the bank it was
+    trained on, or, without a bank, when the likelihood is the shipped one.
     """
+    from inference.amortized import Shortcut, load_amortized
     from inference.artifact import load_posterior
     from inference.posterior import PosteriorEngine
     from likelihood.artifact import load_model
@@ -108,6 +152,14 @@ def load_engine(model_path=None, posterior_path=None, bank=None, samples: int = 
     model, _ = load_model(model_path, bank=bank)
     guide, meta = load_posterior(posterior_path or default_posterior_path(), model_path=model_path)
     engine = PosteriorEngine(model, guide, samples=samples)
+    shipped = model_path.resolve() == default_model_path().resolve()
+    if shortcut and default_amortized_path().is_file() and (bank is not None or shipped):
+        try:
+            net, info = load_amortized(default_amortized_path(), bank=bank)
+        except ValueError as err:  # another bank: every site through the θ integral
+            warnings.warn(f"{err}; no amortized shortcut", stacklevel=2)
+        else:
+            engine.shortcut = Shortcut(net, engine.prior, margin=float(info["margin"]))
     return engine, float(meta["temperature"]), guide
 
 
@@ -122,7 +174,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     samples = validate_positive_int("samples", args.samples)
     out = _output(args.out)
     bank = read_netcdf(args.bank or default_bank_path(), kind="TemplateBank")
-    engine, tau, guide = load_engine(args.model, args.posterior, bank, samples)
+    engine, tau, guide = load_engine(
+        args.model, args.posterior, bank, samples, shortcut=not args.no_shortcut
+    )
     ideal = None if args.no_ideal else ideal_engine(bank, guide, samples=2 * samples)
     log = _logger(args.quiet)
     ds, study = evaluate(
@@ -159,6 +213,11 @@ def add_classify(sub: argparse._SubParsersAction) -> None:
     cl.add_argument("--png", help="map PNG to write")
     cl.add_argument("--model", help="likelihood model (default: the shipped one)")
     cl.add_argument("--posterior", help="guide + temperature (default: the shipped one)")
+    cl.add_argument(
+        "--no-shortcut",
+        action="store_true",
+        help="every site through the θ integral (no amortized shortcut)",
+    )
     cl.add_argument("--seed", default="0")
     cl.add_argument("--quiet", action="store_true")
     cl.set_defaults(run=_cmd_classify)
@@ -195,7 +254,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     pixel = None if args.pixel_size is None else validate_number("pixel_size", args.pixel_size)
     frame = None if args.frame is None else int(validate_number("frame", args.frame, low=0))
     image = read_image(args.image, frame=frame, pixel_size=pixel)
-    engine, tau, _ = load_engine(args.model, args.posterior)
+    engine, tau, _ = load_engine(args.model, args.posterior, shortcut=not args.no_shortcut)
     log = _logger(args.quiet)
     ds, summary = classify_image(
         image,

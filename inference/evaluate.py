@@ -90,6 +90,7 @@ def evaluate(
     pit = np.full((n, len(PARAMS)), np.nan)
     pit_ideal = np.full((n, len(PARAMS)), np.nan)  # the same integral, generator's likelihood
     theta_mean = np.full((n, len(PARAMS)), np.nan)
+    amortized = np.zeros(n, dtype=bool)  # taken from the amortized network (context-aware)
     timing = {"aware": 0.0, "free": 0.0, "ideal": 0.0}
     evidence_rows, aware_evidence = {}, {}
     for site_type in ("metal", "chalcogen"):
@@ -100,7 +101,9 @@ def evaluate(
         t0 = time.perf_counter()
         ev = engine.evidence(x, site_type, cases, seed=seed, truth=draw.theta[rows], own_case=own)
         timing["aware"] += time.perf_counter() - t0
-        aware_evidence[site_type] = ev.log_evidence
+        aware_evidence[site_type] = (ev.log_evidence, ev.amortized)
+        if ev.amortized is not None:
+            amortized[rows] = ev.amortized
         prior = own_case_prior(ev.cset.log_prior(class_prior), own)
         out["aware"][rows] = ev.class_posterior(prior, temperature)
         mean, _, k = ev.site_summary(prior, temperature)
@@ -136,17 +139,46 @@ def evaluate(
             timing["free"] += time.perf_counter() - t0
             # a true-case candidate screened out (> screen nats below the best) gets its
             # context-aware value, so that every subset of the study is defined
-            aware = aware_evidence[site_type]
+            aware, shortcut = aware_evidence[site_type]
+            if shortcut is not None and shortcut.any():
+                aware = _integrated_where_needed(
+                    engine, draw, rows, ev.log_evidence, aware, shortcut, cases, seed
+                )
             ev.log_evidence = np.where(np.isfinite(ev.log_evidence), ev.log_evidence, aware)
             out["free"][rows] = ev.class_posterior(ev.cset.log_prior(class_prior), temperature)
             evidence_rows[site_type] = (rows, ev)
             k = len(ev.cset.candidates)
             say(f"context-free {site_type}: {len(rows)} patches x {k} templates")
     ds = _dataset(draw, site_types, out, pareto, pit, pit_ideal, theta_mean, bank)
+    ds["amortized"] = ("sample", amortized)
     ds.attrs.update(_summary(ds, timing, n))
     ds.attrs.update({"seed": seed, "temperature": temperature, "samples": engine.samples})
     study = _study_evidence(draw, evidence_rows, cases, bank) if evidence_rows else None
     return ds, study
+
+
+def _integrated_where_needed(engine, draw, rows, free, aware, shortcut, cases, seed):
+    """`aware` with the θ integral's values on the amortized sites whose fill is needed.
+
+    The context-free evidence takes a screened-out true-case candidate's context-aware
+    value; an amortized site's is the network's ratio, not on the evidence's scale, so
+    those sites are integrated once more, context known."""
+    need = shortcut & (~np.isfinite(free) & np.isfinite(aware)).any(1)
+    if not need.any():
+        return aware
+    idx = np.nonzero(need)[0]
+    site_type = site_type_of(CLASSES[draw.label[rows[idx[0]]]])
+    again = engine.evidence(
+        draw.patches[rows[idx]],
+        site_type,
+        cases,
+        seed=seed,
+        own_case=draw.case[rows[idx]],
+        shortcut=False,
+    )
+    out = aware.copy()
+    out[idx] = again.log_evidence
+    return out
 
 
 def _dataset(draw, site_types, out, pareto, pit, pit_ideal, theta_mean, bank) -> xr.Dataset:
@@ -211,6 +243,11 @@ def _summary(ds: xr.Dataset, timing: dict, n: int) -> dict:
         s["entropy_reduction_lo"], s["entropy_reduction_hi"] = est.low, est.high
     k = ds["pareto_k"].values
     s["frac_khat_gt_0_7"] = float(np.mean(k > 0.7))
+    if "amortized" in ds:
+        amortized = ds["amortized"].values
+        s["frac_amortized"] = float(amortized.mean())
+        if (~amortized).any():  # the amortized sites have no k̂: the share among the rest
+            s["frac_khat_gt_0_7_integrated"] = float(np.mean(k[~amortized] > 0.7))
     if timing["aware"] > 0:
         s["sites_per_s"] = n / timing["aware"]
     return {key: value for key, value in s.items()}

@@ -42,6 +42,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from inference.amortized import amortized_features
 from inference.candidates import (
     CandidateSet,
     candidate_set,
@@ -94,6 +95,7 @@ class SiteEvidence:
     theta_mean: np.ndarray  # (site, candidate, 6)
     theta_sd: np.ndarray
     pit: np.ndarray | None = None  # (site, candidate, 6) when the true θ was given
+    amortized: np.ndarray | None = None  # (site,) bool: taken from the amortized network
 
     def log_joint_case_class(self, log_prior: np.ndarray, temperature: float = 1.0):
         """log p(m) π(c | m) p(x | c, m)^(1/τ) of shape (site, case, class), up to a constant."""
@@ -164,6 +166,9 @@ class PosteriorEngine:
         Everything else about the θ integral; `samples` overrides its draws.
     workers : int, optional
         Threads that share the chunks of sites; None: torch's thread count.
+    shortcut : inference.amortized.Shortcut, optional
+        Decisive sites from the amortized network where the context is known
+        (:meth:`evidence`); None: every site through the θ integral.
     """
 
     def __init__(
@@ -180,7 +185,9 @@ class PosteriorEngine:
         variance: float | None = None,
         template_fn=None,
         workers: int | None = None,
+        shortcut=None,
     ) -> None:
+        self.shortcut = shortcut
         self.workers = torch.get_num_threads() if workers is None else int(workers)
         if self.workers < 1:
             raise ValueError(f"workers={workers!r}: expected a positive integer")
@@ -205,6 +212,71 @@ class PosteriorEngine:
         return self._templates[key]
 
     def evidence(
+        self,
+        x: np.ndarray | torch.Tensor,
+        site_type: str,
+        cases: Sequence[Case],
+        *,
+        seed: int = 0,
+        chunk: int | None = None,
+        start: np.ndarray | None = None,
+        truth: np.ndarray | None = None,
+        own_case: np.ndarray | None = None,
+        return_pairs: bool = False,
+        offset: np.ndarray | None = None,
+        shortcut: bool = True,
+    ) -> SiteEvidence:
+        """Evidence of patches `x` (n, P, P) of `site_type` under every candidate of `cases`.
+
+        With the engine's :attr:`shortcut` set and `shortcut` true, where every site's
+        context is known (one case, or `own_case`) and neither `start`, `offset` nor
+        `return_pairs` is given, the sites the amortized network finds decisive are taken
+        from it (:mod:`inference.amortized`; flagged in :attr:`SiteEvidence.amortized`)
+        and the rest go through the θ integral (:meth:`integrated`, which documents the
+        other arguments).
+        """
+        x = np.asarray(x, dtype=np.float32)
+        usable = (
+            shortcut
+            and self.shortcut is not None
+            and start is None
+            and offset is None
+            and not return_pairs
+            and (own_case is not None or len(cases) == 1)
+            and len(x) > 0
+        )
+        kw = {"seed": seed, "chunk": chunk, "return_pairs": return_pairs}
+        if not usable:
+            return self.integrated(
+                x,
+                site_type,
+                cases,
+                start=start,
+                truth=truth,
+                own_case=own_case,
+                offset=offset,
+                **kw,
+            )
+        cset = candidate_set(site_type, cases)
+        own = np.zeros(len(x), dtype=np.int64) if own_case is None else np.asarray(own_case)
+        labels = class_axis(cset.labels)
+        rows_of = cset.index[own]  # (site, class of the site type) → candidate or −1
+        allowed = np.zeros((len(x), len(CLASSES)), dtype=bool)
+        allowed[:, labels] = rows_of >= 0
+        contexts = amortized_features([cases[i].context for i in own])
+        result = self.shortcut(x, contexts, allowed, seed=seed, truth=truth)
+        rest = np.nonzero(~result.decisive)[0]
+        part = self.integrated(
+            x[rest],
+            site_type,
+            cases,
+            truth=None if truth is None else np.asarray(truth)[rest],
+            own_case=None if own_case is None else own[rest],
+            **kw,
+        )
+        return _with_amortized(part, rest, result, rows_of, labels, len(x), truth is not None)
+
+    def integrated(
         self,
         x: np.ndarray | torch.Tensor,
         site_type: str,
@@ -590,6 +662,32 @@ def _merge(base: PairEvidence, extra: PairEvidence, mask: np.ndarray, pit: bool)
         rounds=base.rounds,
         pit=pits,
     )
+
+
+def _with_amortized(part, rest, result, rows_of, labels, n, with_pit) -> SiteEvidence:
+    """The evidence of all `n` sites: `part` (the integrated sites `rest`) and, for the
+    decisive ones, the amortized network's `result` — its log-likelihood ratios as the
+    evidence of each allowed candidate (a per-site constant apart, which no class or prior
+    sees once the context is known), its θ moments, and no k̂, ESS or standard error."""
+    k = part.log_evidence.shape[1]
+    names = ["log_evidence", "log_evidence_se", "pareto_k", "ess", "theta_mean", "theta_sd"]
+    if with_pit:
+        names.append("pit")
+    out = {}
+    for name in names:
+        value = getattr(part, name)
+        out[name] = np.full((n, k, *value.shape[2:]), -np.inf if name == "log_evidence" else np.nan)
+        out[name][rest] = value
+    decisive = np.nonzero(result.decisive)[0]
+    sources = {"log_evidence": result.ratio, "theta_mean": result.mean, "theta_sd": result.sd}
+    if with_pit:
+        sources["pit"] = result.pit
+    for j, c in enumerate(labels):
+        cand = rows_of[decisive, j]
+        ok = cand >= 0
+        for name, source in sources.items():
+            out[name][decisive[ok], cand[ok]] = source[decisive[ok], c]
+    return SiteEvidence(part.cset, **out, amortized=result.decisive.copy())
 
 
 def own_case_prior(log_prior: np.ndarray, own_case: np.ndarray) -> np.ndarray:
