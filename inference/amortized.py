@@ -207,16 +207,17 @@ class Shortcut:
     """Where the context is known, take decisive sites from the network (see module doc).
 
     `margin` [nats]: the least lead of the best allowed class over every other for a
-    site to be decisive. `draws`: draws of the network's Gaussian per site for θ's
-    mean and sd in natural units.
+    site to be decisive. `nodes`: Gauss–Hermite nodes per coordinate for θ's mean and sd
+    in natural units (each θ coordinate is a monotone function of its own u coordinate,
+    and the network's Gaussian is diagonal: six one-dimensional integrals, no draws).
     """
 
     net: SiteClassifier
     prior: NuisancePrior
     margin: float = 12.0
-    draws: int = 64
+    nodes: int = 16
 
-    def __call__(self, x, contexts, allowed, *, seed: int = 0, truth=None) -> Verdict:
+    def __call__(self, x, contexts, allowed, *, truth=None) -> Verdict:
         """The :class:`Verdict` on patches x (n, P, P) with context features (n, 8), the
         classes each allows (n, 7) and, optionally, their true θ (n, 6)."""
         with torch.no_grad():
@@ -229,14 +230,7 @@ class Shortcut:
         sd = np.full((n, K, DIM), np.nan)
         rows = np.nonzero(decisive)[0]
         if len(rows):
-            g = torch.Generator().manual_seed(int(seed))
-            loc_d, sd_d = loc[rows].double(), log_sd[rows].double().exp()
-            u = loc_d + sd_d * torch.randn(
-                self.draws, *loc_d.shape, generator=g, dtype=torch.float64
-            )
-            theta = to_theta(u.reshape(-1, DIM), self.prior).reshape(u.shape)
-            mean[rows] = theta.mean(0).numpy()
-            sd[rows] = theta.std(0).numpy()
+            mean[rows], sd[rows] = self._moments(loc[rows].double(), log_sd[rows].double().exp())
         pit = None
         if truth is not None:
             # each coordinate of u is an increasing function of its θ: the PIT is the same
@@ -246,6 +240,16 @@ class Shortcut:
                 decisive[:, None, None], (0.5 * torch.erfc(-z / math.sqrt(2))).numpy(), np.nan
             )
         return Verdict(decisive, ratio, mean, sd, pit)
+
+    def _moments(self, loc: torch.Tensor, sd: torch.Tensor):
+        """Mean and sd of θ (..., 6) under u ~ N(loc, diag(sd²)), by Gauss–Hermite."""
+        x, w = np.polynomial.hermite.hermgauss(self.nodes)
+        x = torch.from_numpy(x).reshape(-1, *([1] * loc.dim()))
+        w = torch.from_numpy(w / math.sqrt(math.pi)).reshape(-1, *([1] * loc.dim()))
+        theta = to_theta(loc + math.sqrt(2.0) * sd * x, self.prior)
+        m = (w * theta).sum(0)
+        var = (w * (theta - m) ** 2).sum(0)
+        return m.numpy(), var.clamp_min(0.0).sqrt().numpy()
 
 
 FORMAT = "ctxdefect-amortized"

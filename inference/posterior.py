@@ -264,7 +264,7 @@ class PosteriorEngine:
         allowed = np.zeros((len(x), len(CLASSES)), dtype=bool)
         allowed[:, labels] = rows_of >= 0
         contexts = amortized_features([cases[i].context for i in own])
-        result = self.shortcut(x, contexts, allowed, seed=seed, truth=truth)
+        result = self.shortcut(x, contexts, allowed, truth=truth)
         rest = np.nonzero(~result.decisive)[0]
         part = self.integrated(
             x[rest],

@@ -243,3 +243,19 @@ def test_the_shipped_shortcut_agrees_with_the_integral_where_it_is_decisive(ship
     assert np.concatenate(decisive).mean() > 0.7
     assert disagree == 0
     assert np.concatenate(tv).mean() < 1e-3
+
+
+def test_theta_moments_by_quadrature_match_monte_carlo():
+    from simulate.renderer import NuisancePrior
+
+    prior = NuisancePrior()
+    g = torch.Generator().manual_seed(0)
+    loc = 0.5 * torch.randn(4, 7, 6, generator=g, dtype=torch.float64)
+    sd = 0.05 + 0.5 * torch.rand(4, 7, 6, generator=g, dtype=torch.float64)
+    mean, spread = Shortcut(_untrained(), prior)._moments(loc, sd)
+    n = 200_000
+    u = loc + sd * torch.randn(n, *loc.shape, generator=g, dtype=torch.float64)
+    theta = to_theta(u, prior)
+    mc_mean, mc_sd = theta.mean(0).numpy(), theta.std(0).numpy()
+    assert np.all(np.abs(mean - mc_mean) < 5 * mc_sd / math.sqrt(n))
+    np.testing.assert_allclose(spread, mc_sd, rtol=0.02)
