@@ -313,7 +313,6 @@ def amortized(args, bank, engine, guide, tau: float) -> None:
             fast[rows] = ev.class_posterior(prior, tau)
             if ev.amortized is not None:
                 decisive[rows] = ev.amortized
-            contexts = context_features([cases[i].context for i in own])
             if engine.shortcut is not None:
                 t0 = time.perf_counter()
                 with torch.no_grad():
@@ -324,6 +323,7 @@ def amortized(args, bank, engine, guide, tau: float) -> None:
                 allowed = np.zeros((len(rows), len(CLASSES)), dtype=bool)
                 for j, label in enumerate(ev.cset.labels):
                     allowed[:, CLASSES.index(label)] = ev.cset.index[own, j] >= 0
+                contexts = context_features([cases[i].context for i in own])
                 with torch.no_grad():
                     logits = guide.class_logits(guide.features(torch.from_numpy(x), contexts))
                 logits = np.where(allowed, logits.double().numpy(), -np.inf)

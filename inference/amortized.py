@@ -35,7 +35,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from inference.candidates import class_axis
 from inference.guide import SiteGuide, context_features, site_masks
+from inference.site_evidence import SiteEvidence
 from inference.theta import DIM, to_theta, to_unconstrained
 from likelihood.artifact import atomic_torch_save, read_payload
 from prob.classes import CLASSES
@@ -241,6 +243,14 @@ class Shortcut:
             )
         return Verdict(decisive, ratio, mean, sd, pit)
 
+    def judge(self, x, cset, cases, own, truth=None) -> Verdict:
+        """The :class:`Verdict` on patches x of candidate set `cset`, each site under its
+        own case `cases[own[i]]` (the classes it allows, its context's features)."""
+        allowed = np.zeros((len(x), K), dtype=bool)
+        allowed[:, class_axis(cset.labels)] = cset.index[own] >= 0
+        contexts = amortized_features([cases[i].context for i in own])
+        return self(x, contexts, allowed, truth=truth)
+
     def _moments(self, loc: torch.Tensor, sd: torch.Tensor):
         """Mean and sd of θ (..., 6) under u ~ N(loc, diag(sd²)), by Gauss–Hermite."""
         x, w = np.polynomial.hermite.hermgauss(self.nodes)
@@ -250,6 +260,32 @@ class Shortcut:
         m = (w * theta).sum(0)
         var = (w * (theta - m) ** 2).sum(0)
         return m.numpy(), var.clamp_min(0.0).sqrt().numpy()
+
+
+def with_amortized(part: SiteEvidence, rest, verdict: Verdict, own) -> SiteEvidence:
+    """The evidence of all sites: `part` (the integrated sites `rest`) and, for the
+    decisive ones, the `verdict` — its log-likelihood ratios as the evidence of each
+    allowed candidate of the site's own case `own` (a per-site constant apart, which no
+    class or prior sees once the context is known), its θ moments, and no k̂, ESS or
+    standard error."""
+    n, k = len(verdict.decisive), part.log_evidence.shape[1]
+    names = ["log_evidence", "log_evidence_se", "pareto_k", "ess", "theta_mean", "theta_sd"]
+    sources = {"log_evidence": verdict.ratio, "theta_mean": verdict.mean, "theta_sd": verdict.sd}
+    if verdict.pit is not None:
+        names.append("pit")
+        sources["pit"] = verdict.pit
+    out = {}
+    for name in names:
+        value = getattr(part, name)
+        out[name] = np.full((n, k, *value.shape[2:]), -np.inf if name == "log_evidence" else np.nan)
+        out[name][rest] = value
+    decisive = np.nonzero(verdict.decisive)[0]
+    rows_of = part.cset.index[np.asarray(own)[decisive]]  # (site, class) → candidate or −1
+    for j, c in enumerate(class_axis(part.cset.labels)):
+        ok = rows_of[:, j] >= 0
+        for name, source in sources.items():
+            out[name][decisive[ok], rows_of[ok, j]] = source[decisive[ok], c]
+    return SiteEvidence(part.cset, **out, amortized=verdict.decisive.copy())
 
 
 FORMAT = "ctxdefect-amortized"

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from inference.posterior import SiteEvidence
+from inference.site_evidence import SiteEvidence
 
 
 def posterior_nll(evidence: Sequence[SiteEvidence], labels, priors, temperature: float) -> float:

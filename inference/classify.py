@@ -30,7 +30,8 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from inference.images import Image
-from inference.posterior import PosteriorEngine, SiteEvidence, _logsumexp
+from inference.posterior import PosteriorEngine
+from inference.site_evidence import SiteEvidence, logsumexp
 from inference.sites import Sites, cut_patches, find_sites
 from prob.classes import CLASSES, applies, classes_of
 from prob.context import Context
@@ -215,10 +216,10 @@ def _posteriors(evidence, cases, flagged, overrides, temperature, n):
                 _PRIOR_KIND[name], overrides if name == "context_aware" else None
             )
             lj = ev.log_joint_case_class(lp, temperature)  # (site, case, class)
-            per_case = _logsumexp(lj, axis=2)  # log p(x_i | m)
+            per_case = logsumexp(lj, axis=2)  # log p(x_i | m)
             log_m += np.where(flagged[rows][:, None], 0.0, per_case).sum(0)
             per_type[site_type] = (rows, ev, lj, per_case)
-        post_m = np.exp(log_m - _logsumexp(log_m, axis=0))
+        post_m = np.exp(log_m - logsumexp(log_m, axis=0))
         case_post[name] = post_m
         for rows, ev, lj, per_case in per_type.values():
             with np.errstate(invalid="ignore"):  # −∞ − (−∞) where a case allows nothing

@@ -142,7 +142,7 @@ def evaluate(
             aware, shortcut = aware_evidence[site_type]
             if shortcut is not None and shortcut.any():
                 aware = _integrated_where_needed(
-                    engine, draw, rows, ev.log_evidence, aware, shortcut, cases, seed
+                    engine, draw, rows, site_type, ev.log_evidence, aware, shortcut, cases, seed
                 )
             ev.log_evidence = np.where(np.isfinite(ev.log_evidence), ev.log_evidence, aware)
             out["free"][rows] = ev.class_posterior(ev.cset.log_prior(class_prior), temperature)
@@ -157,7 +157,7 @@ def evaluate(
     return ds, study
 
 
-def _integrated_where_needed(engine, draw, rows, free, aware, shortcut, cases, seed):
+def _integrated_where_needed(engine, draw, rows, site_type, free, aware, shortcut, cases, seed):
     """`aware` with the θ integral's values on the amortized sites whose fill is needed.
 
     The context-free evidence takes a screened-out true-case candidate's context-aware
@@ -167,7 +167,6 @@ def _integrated_where_needed(engine, draw, rows, free, aware, shortcut, cases, s
     if not need.any():
         return aware
     idx = np.nonzero(need)[0]
-    site_type = site_type_of(CLASSES[draw.label[rows[idx[0]]]])
     again = engine.evidence(
         draw.patches[rows[idx]],
         site_type,

@@ -42,12 +42,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from inference.amortized import amortized_features
+from inference.amortized import with_amortized
 from inference.candidates import (
     CandidateSet,
     candidate_set,
     candidate_templates,
-    class_axis,
     template_key,
 )
 from inference.expansion import Transform
@@ -64,6 +63,7 @@ from inference.laplace import (
 )
 from inference.pairs import PairTable
 from inference.screen import profile_score
+from inference.site_evidence import SiteEvidence
 from inference.theta import to_unconstrained
 from prob.classes import CLASSES
 from prob.grid import Case
@@ -81,65 +81,6 @@ round from there landed 88 nats short of the variant's mode, three 1.4 nats."""
 SIBLING_SLACK = 200.0
 """Between those rounds, variants more than this many nats below their site's best stop
 (another basin: hundreds of nats down)."""
-
-
-@dataclass
-class SiteEvidence:
-    """Evidence of every (site, candidate) of one candidate set."""
-
-    cset: CandidateSet
-    log_evidence: np.ndarray  # (site, candidate) [nats]; −inf where screened out
-    log_evidence_se: np.ndarray
-    pareto_k: np.ndarray  # (site, candidate); NaN where screened out
-    ess: np.ndarray
-    theta_mean: np.ndarray  # (site, candidate, 6)
-    theta_sd: np.ndarray
-    pit: np.ndarray | None = None  # (site, candidate, 6) when the true θ was given
-    amortized: np.ndarray | None = None  # (site,) bool: taken from the amortized network
-
-    def log_joint_case_class(self, log_prior: np.ndarray, temperature: float = 1.0):
-        """log p(m) π(c | m) p(x | c, m)^(1/τ) of shape (site, case, class), up to a constant."""
-        idx = self.cset.index
-        le = np.where(idx >= 0, self.log_evidence[:, np.maximum(idx, 0)], -np.inf)
-        prior = log_prior if log_prior.ndim == 3 else log_prior[None]
-        return prior + le / temperature
-
-    def class_posterior(self, log_prior: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-        """p(c | x) (site, 7 classes), cases marginalised."""
-        lj = self.log_joint_case_class(log_prior, temperature)
-        per_class = _logsumexp(lj, axis=1)
-        post = np.exp(per_class - _logsumexp(per_class, axis=1)[:, None])
-        out = np.zeros((len(post), len(CLASSES)))
-        out[:, class_axis(self.cset.labels)] = post
-        return out
-
-    def case_posterior(self, log_prior: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-        """p(m | x) (site, case)."""
-        lj = _logsumexp(self.log_joint_case_class(log_prior, temperature), axis=2)
-        return np.exp(lj - _logsumexp(lj, axis=1)[:, None])
-
-    def site_summary(self, log_prior: np.ndarray, temperature: float = 1.0):
-        """θ mean/sd (site, 6) and the worst k̂ per site, weighted by the candidates' mass."""
-        lj = self.log_joint_case_class(log_prior, temperature)
-        mass = np.zeros(self.log_evidence.shape)
-        flat = np.exp(lj - _logsumexp(lj.reshape(len(lj), -1), axis=1)[:, None, None])
-        idx = self.cset.index
-        for j in range(idx.shape[1]):
-            ok = idx[:, j] >= 0
-            np.add.at(mass, (slice(None), idx[ok, j]), flat[:, ok, j])
-        mean = (mass[..., None] * np.nan_to_num(self.theta_mean)).sum(1)
-        second = (mass[..., None] * np.nan_to_num(self.theta_sd**2 + self.theta_mean**2)).sum(1)
-        sd = np.sqrt(np.maximum(second - mean**2, 0.0))
-        relevant = mass > 1e-3
-        k = np.where(relevant, np.nan_to_num(self.pareto_k, nan=-np.inf), -np.inf).max(1)
-        return mean, sd, k
-
-
-def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
-    top = np.max(a, axis=axis, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    with np.errstate(divide="ignore"):
-        return np.log(np.exp(a - top).sum(axis=axis)) + np.squeeze(top, axis=axis)
 
 
 class PosteriorEngine:
@@ -247,25 +188,11 @@ class PosteriorEngine:
         )
         kw = {"seed": seed, "chunk": chunk, "return_pairs": return_pairs}
         if not usable:
-            return self.integrated(
-                x,
-                site_type,
-                cases,
-                start=start,
-                truth=truth,
-                own_case=own_case,
-                offset=offset,
-                **kw,
-            )
-        cset = candidate_set(site_type, cases)
+            kw.update(start=start, truth=truth, own_case=own_case, offset=offset)
+            return self.integrated(x, site_type, cases, **kw)
         own = np.zeros(len(x), dtype=np.int64) if own_case is None else np.asarray(own_case)
-        labels = class_axis(cset.labels)
-        rows_of = cset.index[own]  # (site, class of the site type) → candidate or −1
-        allowed = np.zeros((len(x), len(CLASSES)), dtype=bool)
-        allowed[:, labels] = rows_of >= 0
-        contexts = amortized_features([cases[i].context for i in own])
-        result = self.shortcut(x, contexts, allowed, truth=truth)
-        rest = np.nonzero(~result.decisive)[0]
+        verdict = self.shortcut.judge(x, candidate_set(site_type, cases), cases, own, truth)
+        rest = np.nonzero(~verdict.decisive)[0]
         part = self.integrated(
             x[rest],
             site_type,
@@ -274,7 +201,7 @@ class PosteriorEngine:
             own_case=None if own_case is None else own[rest],
             **kw,
         )
-        return _with_amortized(part, rest, result, rows_of, labels, len(x), truth is not None)
+        return with_amortized(part, rest, verdict, own)
 
     def integrated(
         self,
@@ -662,32 +589,6 @@ def _merge(base: PairEvidence, extra: PairEvidence, mask: np.ndarray, pit: bool)
         rounds=base.rounds,
         pit=pits,
     )
-
-
-def _with_amortized(part, rest, result, rows_of, labels, n, with_pit) -> SiteEvidence:
-    """The evidence of all `n` sites: `part` (the integrated sites `rest`) and, for the
-    decisive ones, the amortized network's `result` — its log-likelihood ratios as the
-    evidence of each allowed candidate (a per-site constant apart, which no class or prior
-    sees once the context is known), its θ moments, and no k̂, ESS or standard error."""
-    k = part.log_evidence.shape[1]
-    names = ["log_evidence", "log_evidence_se", "pareto_k", "ess", "theta_mean", "theta_sd"]
-    if with_pit:
-        names.append("pit")
-    out = {}
-    for name in names:
-        value = getattr(part, name)
-        out[name] = np.full((n, k, *value.shape[2:]), -np.inf if name == "log_evidence" else np.nan)
-        out[name][rest] = value
-    decisive = np.nonzero(result.decisive)[0]
-    sources = {"log_evidence": result.ratio, "theta_mean": result.mean, "theta_sd": result.sd}
-    if with_pit:
-        sources["pit"] = result.pit
-    for j, c in enumerate(labels):
-        cand = rows_of[decisive, j]
-        ok = cand >= 0
-        for name, source in sources.items():
-            out[name][decisive[ok], cand[ok]] = source[decisive[ok], c]
-    return SiteEvidence(part.cset, **out, amortized=result.decisive.copy())
 
 
 def own_case_prior(log_prior: np.ndarray, own_case: np.ndarray) -> np.ndarray:

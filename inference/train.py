@@ -186,8 +186,8 @@ def choose_margin(engine, net, bank, temperature: float, *, seed: int, n: int):
         ev = engine.evidence(draw.patches[rows], site_type, cases, seed=seed, own_case=own)
         prior = own_case_prior(ev.cset.log_prior("uniform"), own)
         fast[rows] = ev.class_posterior(prior, temperature)
-        ranked = np.sort(np.log(np.maximum(fast[rows], 1e-300)), axis=1)
-        lead[rows] = (ranked[:, -1] - ranked[:, -2]) * temperature  # back in the ratio's nats
+        ranked = np.sort(ev.log_evidence, axis=1)  # every site amortized: the network's ratios
+        lead[rows] = ranked[:, -1] - ranked[:, -2]
         engine.shortcut = None
         ev = engine.evidence(draw.patches[rows], site_type, cases, seed=seed, own_case=own)
         full[rows] = ev.class_posterior(prior, temperature)
