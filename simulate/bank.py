@@ -55,7 +55,8 @@ class BankConfig:
     engine : {"columns", "cell"}
     abtem : EngineConfig
     seed : int
-        Seeds every frozen-phonon draw.
+        Seeds every frozen-phonon draw of the cell engine (column profiles are
+        deterministic: their phonon average is a quadrature).
     cell_repeats : (int, int)
         Supercell of the cell engine, in a × √3·a rectangles (10 × 6 ≈ 3.2 nm:
         PRISM with interpolation 2 then has a 1.6 nm probe window).
@@ -106,7 +107,6 @@ class ProfileRun:
             defocus=self.defocus,
             config=config.abtem,
             metals=metals,
-            seed=config.seed,
             scheduler="synchronous",
         )
 

@@ -23,7 +23,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     bank.add_argument("--kv", help="only this beam energy [kV]")
     bank.add_argument("--detector", help="only this detector geometry (MAADF or HAADF)")
     bank.add_argument("--grid", default="all", choices=(*GRIDS, "all"))
-    bank.add_argument("--frozen-phonons", default="16", help="configurations per run (≥ 4)")
+    bank.add_argument(
+        "--frozen-phonons",
+        help="random configurations per full-cell run of the cell engine (≥ 4; "
+        "column profiles average them by quadrature)",
+    )
     bank.add_argument("--engine", default="columns", choices=("columns", "cell"))
     bank.add_argument("--method", default="multislice", choices=("multislice", "prism"))
     bank.add_argument("--prism-interpolation", default="2", help="PRISM interpolation factor")
@@ -52,7 +56,13 @@ def _cmd_bank(args: argparse.Namespace) -> int:
     config = BankConfig(
         engine=args.engine,
         abtem=EngineConfig(
-            frozen_phonons=validate_positive_int("frozen_phonons", args.frozen_phonons),
+            **(
+                {}
+                if args.frozen_phonons is None
+                else {
+                    "frozen_phonons": validate_positive_int("frozen_phonons", args.frozen_phonons)
+                }
+            ),
             method=args.method,
             prism_interpolation=validate_positive_int(
                 "prism_interpolation", args.prism_interpolation

@@ -1,36 +1,56 @@
-"""Column profiles: the abTEM ADF image of one isolated atomic column.
+"""Column profiles: the abTEM ADF image of one isolated atomic column, phonon-averaged.
 
 A monolayer ADF image is, to within about 1 % of its maximum, the incoherent
 sum of the images of its columns (ADF imaging of a thin object is incoherent;
 measured for MoS2 at 80 kV, frozen phonons off: summing the metal-only and the
 chalcogen-only images reproduces the full image to 0.4 % of the maximum at
 HAADF and 1.1 % at MAADF). So the bank is assembled from *column profiles*
-(:mod:`simulate.templates`), and `benchmarks/simulate.py` measures the
-assembled templates against full-cell abTEM runs of the same structures.
+(:mod:`simulate.templates`), and ``benchmarks/bench_convergence.py --part columns``
+measures the assembled templates against full-cell abTEM runs.
 
 A profile is the frozen-phonon-averaged flexible-detector signal of one column
 in vacuum as the probe moves away from it: ``profile(radius, angle_bin)``.
-Its expectation is radially symmetric (isotropic displacements, round probe),
-so it is measured along one line through the column, both sides averaged, with
-many phonon configurations — better converged than a 2-D scan with few.
-Intra-column effects (channelling of the probe from the top atom onto the
-bottom one in a chalcogen pair) are inside the profile; only cross-talk between
-columns is left out of the sum.
+
+**The phonon average without phonon noise.** Frozen phonons (the Einstein
+model abTEM uses) displace every atom independently by a Gaussian of rms σ per
+direction. For a column alone that average splits exactly:
+
+- *One atom.* Displacing it by d is the same experiment as moving the probe by
+  −d (the detector integrates over angles, the vacuum is translation
+  invariant), so the average is the static profile S(r) blurred by a 2-D
+  Gaussian of rms σ: ``(S ⊛ G_σ)(r)`` — one static scan, no sampling.
+- *Two atoms* (rms σ₁, σ₂). Write the displacements as a common part
+  c = (σ₂²d₁ + σ₁²d₂)/s² and the relative one δ = d₂ − d₁, s² = σ₁² + σ₂²;
+  they are independent, c ~ N(0, σ₁²σ₂²/s²) and δ ~ N(0, s²) per direction.
+  c only moves the probe (a Gaussian blur again); δ changes the column, and
+  is integrated by quadrature: |δ|² / (2s²) is Exp(1) distributed
+  (Gauss–Laguerre nodes, ``EngineConfig.phonon_radial_nodes``), its direction
+  is uniform — with δ along x, the profile is averaged over the scan direction
+  φ ∈ [0, π] by the trapezoid rule (``phonon_angles`` directions; the mirror
+  y → −y covers (π, 2π)) — and its z part, the change of the X–X spacing,
+  by Gauss–Hermite nodes (``phonon_z_nodes``; 1 = the mean spacing).
+
+So the profiles carry no Monte-Carlo noise; the quadrature's error is measured
+against random frozen phonons by ``benchmarks/bench_convergence.py --part columns``.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from simulate.engine import EngineConfig, scan_polar
+from simulate.engine import EngineConfig, phonon_sigmas, scan_polar
 
 RADIUS_STEP = 0.1  # [Å]
 RADIUS_MAX = 8.0  # [Å]; probe tails beyond this are below 1e-4 of the peak signal
 RADII = np.round(np.arange(0.0, RADIUS_MAX + RADIUS_STEP / 2, RADIUS_STEP), 6)
-_CELL = (2 * RADIUS_MAX + 6.0, 14.0)  # [Å] vacuum box, column at its centre
+BOX = (2 * RADIUS_MAX + 6.0, RADIUS_MAX + 10.0)  # [Å] vacuum box of a profile run
+
+
+def column_xy(box: tuple[float, float]) -> tuple[float, float]:
+    """Where the column sits in `box` [Å]: scans cover the half-plane y ≥ its y."""
+    return (box[0] / 2, box[1] - RADIUS_MAX - 5.0)
 
 
 @dataclass(frozen=True)
@@ -59,23 +79,88 @@ class ColumnKind:
         atoms = "-".join(e or "_" for e in self.elements)
         return atoms if len(self.elements) == 1 else f"{atoms}@{self.spacing:.2f}"
 
-    def atoms(self, metals: set[str]):
-        """The column alone at the centre of a periodic vacuum box."""
+    @property
+    def occupied(self) -> list[tuple[str, float]]:
+        """(element, z [Å]) of each atom, top first."""
+        return [(e, 2.0 + i * self.spacing) for i, e in enumerate(self.elements) if e is not None]
+
+    def atoms(
+        self,
+        offsets: list[tuple[float, float, float]] | None = None,
+        box: tuple[float, float] = BOX,
+    ):
+        """The column in a vacuum `box` [Å] at column_xy(box), atom k moved by ``offsets[k]``."""
         from ase import Atoms
 
-        positions, symbols = [], []
-        for i, element in enumerate(self.elements):
-            if element is not None:
-                positions.append((_CELL[0] / 2, _CELL[1] / 2, 2.0 + i * self.spacing))
-                symbols.append(element)
+        occupied = self.occupied
+        offsets = offsets or [(0.0, 0.0, 0.0)] * len(occupied)
+        cx, cy = column_xy(box)
+        positions = [
+            (cx + dx, cy + dy, z + dz)
+            for (_, z), (dx, dy, dz) in zip(occupied, offsets, strict=True)
+        ]
         depth = 4.0 + (len(self.elements) - 1) * self.spacing
-        return Atoms(symbols, positions=positions, cell=(_CELL[0], _CELL[1], depth), pbc=True)
+        return Atoms([e for e, _ in occupied], positions=positions, cell=(*box, depth), pbc=True)
 
 
-def profile_seed(kind: ColumnKind, kv: float, defocus: float, seed: int) -> int:
-    """A stable per-profile seed derived from the bank seed (same inputs → same phonons)."""
-    text = f"{kind.name}|{kv:g}|{defocus:g}|{seed}"
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+def radial_gaussian_blur(profile: np.ndarray, sigma: float) -> np.ndarray:
+    """A radial profile on RADII blurred by an isotropic 2-D Gaussian of rms `sigma` [Å].
+
+    (f ⊛ G_σ)(r) = ∫ f(s) (s/σ²) exp(−(r − s)²/2σ²) I₀(rs/σ²) ds, on a 2.5 mÅ grid
+    of s with f a cubic spline (flat at 0, constant beyond RADIUS_MAX).
+    """
+    from scipy.interpolate import CubicSpline
+    from scipy.special import ive
+
+    profile = np.asarray(profile, dtype=np.float64)
+    if sigma <= 0:
+        return profile.copy()
+    flat = np.zeros(profile.shape[1:])
+    spline = CubicSpline(RADII, profile, bc_type=((1, flat), "not-a-knot"), axis=0)
+    s = np.linspace(0.0, RADIUS_MAX + 6 * sigma, int((RADIUS_MAX + 6 * sigma) / 0.0025) + 1)
+    f = spline(np.minimum(s, RADIUS_MAX))
+    r = RADII[:, None]
+    kernel = s / sigma**2 * np.exp(-((r - s) ** 2) / (2 * sigma**2)) * ive(0, r * s / sigma**2)
+    weights = np.full(s.size, s[1] - s[0])
+    weights[[0, -1]] /= 2
+    return np.tensordot(kernel * weights, f, axes=(1, 0))
+
+
+def phonon_nodes(kind: ColumnKind, config: EngineConfig, metals: set[str]):
+    """Quadrature of the relative displacement of a two-atom column.
+
+    Returns (nodes, sigma_common): nodes is a list of (weight, per-atom offsets
+    [(dx, dy, dz)] with δ along +x), sigma_common the rms of the common part [Å].
+    """
+    from scipy.special import roots_hermitenorm, roots_laguerre
+
+    (e1, _), (e2, _) = kind.occupied
+    sig = phonon_sigmas([e1, e2], config, metals)
+    s1, s2 = sig[e1], sig[e2]
+    s_sq = s1**2 + s2**2
+    if s_sq == 0:  # static atoms
+        return [(1.0, [(0.0, 0.0, 0.0), (0.0, 0.0, 0.0)])], 0.0
+    t, wt = roots_laguerre(config.phonon_radial_nodes)
+    zeta, wz = roots_hermitenorm(config.phonon_z_nodes)
+    wz = wz / wz.sum()
+    nodes = []
+    for tj, wj in zip(t, wt, strict=True):
+        d = np.sqrt(2 * s_sq * tj)  # |δ| [Å]
+        for zm, wm in zip(zeta, wz, strict=True):
+            dz = np.sqrt(s_sq) * zm  # relative z displacement [Å]
+            f1, f2 = s1**2 / s_sq, s2**2 / s_sq
+            offsets = [(-f1 * d, 0.0, -f1 * dz), (f2 * d, 0.0, f2 * dz)]
+            nodes.append((float(wj * wm), offsets))
+    return nodes, float(s1 * s2 / np.sqrt(s_sq))
+
+
+def polar_positions(n_angles: int, box: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Probe positions [Å] on n_angles rays from the column over φ ∈ [0, π], and φ."""
+    phi = np.linspace(0.0, np.pi, n_angles)
+    cx, cy = column_xy(box)
+    x = cx + RADII[None, :] * np.cos(phi)[:, None]
+    y = cy + RADII[None, :] * np.sin(phi)[:, None]
+    return np.stack([x.ravel(), y.ravel()], axis=1), phi
 
 
 def simulate_profile(
@@ -86,36 +171,35 @@ def simulate_profile(
     defocus: float,
     config: EngineConfig,
     metals: set[str],
-    seed: int,
     scheduler: str = "threads",
+    box: tuple[float, float] = BOX,
 ) -> np.ndarray:
     """abTEM profile of `kind`, shape (len(RADII), n_angle_bins) [fraction of the beam].
 
-    The probe scans a line through the column from −RADIUS_MAX to +RADIUS_MAX;
-    the two halves are averaged.
+    Static scans only (see the module docstring): one along +x for a one-atom
+    column, ``phonon_angles`` rays per quadrature node for a two-atom column,
+    in a vacuum `box` [Å] (x, y).
     """
-    import abtem
-
-    atoms = kind.atoms(metals)
-    x0, y0 = _CELL[0] / 2, _CELL[1] / 2
-    n = len(RADII)
-    scan = abtem.LineScan(
-        start=(x0 - RADIUS_MAX, y0), end=(x0 + RADIUS_MAX, y0), gpts=2 * n - 1, endpoint=True
-    )
-    signal = scan_polar(
-        atoms,
-        scan,
-        kv=kv,
-        convergence=convergence,
-        defocus=defocus,
-        config=config,
-        metals=metals,
-        seed=profile_seed(kind, kv, defocus, seed),
-        scheduler=scheduler,
-    )
-    signal = signal.reshape(2 * n - 1, -1)  # (position, angle bin)
-    left, right = signal[n - 1 :: -1], signal[n - 1 :]
-    return 0.5 * (left + right)
+    kw = dict(kv=kv, convergence=convergence, defocus=defocus, config=config, scheduler=scheduler)
+    occupied = kind.occupied
+    if len(occupied) == 1:
+        cx, cy = column_xy(box)
+        positions = np.stack([cx + RADII, np.full(RADII.size, cy)], axis=1)
+        static = scan_polar(kind.atoms(box=box), positions, **kw).reshape(RADII.size, -1)
+        sigma = phonon_sigmas([occupied[0][0]], config, metals)[occupied[0][0]]
+        return radial_gaussian_blur(static, sigma)
+    if len(occupied) != 2:
+        raise ValueError(f"kind={kind.name}: expected a column of one or two atoms")
+    nodes, sigma_common = phonon_nodes(kind, config, metals)
+    positions, phi = polar_positions(config.phonon_angles, box)
+    trapezoid = np.full(phi.size, 1.0 / (phi.size - 1))
+    trapezoid[[0, -1]] /= 2
+    average = 0.0
+    for weight, offsets in nodes:
+        signal = scan_polar(kind.atoms(offsets, box), positions, **kw)
+        signal = signal.reshape(phi.size, RADII.size, -1)
+        average = average + weight * np.tensordot(trapezoid, signal, axes=(0, 0))
+    return radial_gaussian_blur(average, sigma_common)
 
 
 def detector_profile(

@@ -1,21 +1,34 @@
-"""abTEM settings shared by every simulation: grid, potential, probe, frozen phonons, detector.
+"""abTEM settings shared by every simulation: grid, potential, probe, phonons, detector.
 
-Rules (abTEM 1.0):
+Every default below was chosen by ``benchmarks/bench_convergence.py``: full-cell
+multislice of doped supercells at 60/80/200 kV, each setting against a finer
+one (docs/benchmarks.md, "Convergence").
 
-- **Potential sampling.** abTEM band-limits waves to 2/3 of the grid's Nyquist
-  frequency (antialiasing), so the largest angle kept is θ_max = λ / (3·Δx).
-  Every detector of the grid must fit below it, so Δx ≤ λ / (3·θ_outer); we take
-  θ_outer = ``max_angle`` (205 mrad, 5 mrad above the HAADF outer angle, to
-  cover abTEM's flooring of the grid) and round gpts up to a number whose only
-  prime factors are 2, 3, 5, 7 (5× faster FFTs). At 60/80/200 kV that is
-  Δx ≈ 0.079/0.068/0.041 Å.
-- **Slices.** 1.1 Å thick, infinite projection: a monolayer is 3–4 slices.
-  Against 0.5 Å slices the HAADF image differs by 0.09 % of its maximum
-  (MoS2, 80 kV; measured while choosing it).
+- **Potential sampling.** The grid spacing Δx is ``potential_sampling``, or
+  finer where the antialiasing cutoff would otherwise come too close to the
+  detector: abTEM band-limits waves to 2/3 of the grid's Nyquist frequency, so
+  the largest angle kept is θ_max = λ / (3·Δx), and Δx ≤ λ / (3·margin·θ_outer)
+  keeps θ_max at ``antialias_margin`` × ``max_angle`` or beyond (abTEM's taper
+  attenuates the last few mrad). The heavy atoms' potential cores set the
+  rest: at 0.04 Å a W atom's HAADF signal still changes by 13 % with its
+  sub-pixel position; at 0.02 Å by 0.5 %. gpts are rounded up to numbers whose
+  only prime factors are 2, 3, 5, 7.
+- **Slices.** Infinite projection puts each atom's projected potential on the
+  entrance plane of its slice, so uniform slices move atoms in z by up to a
+  slice: a Se pair 3.34 Å apart in 1.1 Å slices of its 7.34 Å box sits 4.2 Å
+  apart, and its HAADF signal drops 12 %. Slices here begin ``slice_lead`` above
+  each atomic plane of the structure (:func:`plane_slices`): every atom keeps its
+  plane's z (shifted by ``slice_lead`` towards the probe's focus, the same for all)
+  and frozen-phonon z displacements (rms ≤ 0.1 Å) never leave their slice.
 - **Frozen phonons.** Independent Gaussian displacements, rms per direction
-  ``sigma_metal`` (0.06 Å) and ``sigma_chalcogen`` (0.08 Å): room-temperature
-  Debye–Waller factors of bulk MoS2 (B ≈ 0.3/0.5 Å²) raised slightly for the
-  free-standing layer. The phonon *average* is the image.
+  ``sigma_metal`` and ``sigma_chalcogen`` [Å]: σ² = U_iso = B / 8π², from the
+  room-temperature Debye–Waller factors of bulk 2H-MoS2 (Schönfeld, Huang &
+  Moss, Acta Cryst. B 39, 404 (1983): B ≈ 0.3 Å² for Mo, 0.5 Å² for S, so σ ≈
+  0.06 / 0.08 Å); the same values serve every host and dopant (the benchmark's
+  ±20 % axis says what that costs). Full-cell runs average ``frozen_phonons``
+  random configurations; column profiles average them by quadrature
+  (:mod:`simulate.columns`: ``phonon_radial_nodes``, ``phonon_angles``,
+  ``phonon_z_nodes``).
 - **Probe.** Convergence semi-angle from the Context, aberration-free apart
   from the defocus given [Å] (abTEM's ``defocus`` = −C10).
 - **Detector.** ``FlexibleAnnularDetector`` with ``angle_step`` (5 mrad) bins
@@ -27,6 +40,7 @@ Rules (abTEM 1.0):
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -42,16 +56,25 @@ class EngineConfig:
 
     Parameters
     ----------
+    potential_sampling : float
+        Largest grid spacing of potential and wave [Å].
+    antialias_margin : float
+        abTEM's antialiasing cutoff is kept at this multiple of ``max_angle`` or
+        beyond (the grid is refined where ``potential_sampling`` would not).
+    slice_lead : float
+        Slices begin this far above each atomic plane [Å] (:func:`plane_slices`).
     frozen_phonons : int
-        Frozen-phonon configurations averaged per image (≥ 4).
-    slice_thickness : float
-        Multislice slice thickness [Å].
+        Random frozen-phonon configurations averaged per full-cell image (≥ 4).
+    phonon_radial_nodes, phonon_angles, phonon_z_nodes : int
+        Quadrature of a two-atom column profile's relative displacement: Gauss–
+        Laguerre nodes in its size, trapezoid directions over [0, π], Gauss–
+        Hermite nodes in its z part (:mod:`simulate.columns`).
     max_angle : float
-        Largest scattering angle the grid must keep [mrad].
+        Largest scattering angle a detector reads [mrad].
     angle_step : float
         Width of the flexible detector's radial bins [mrad].
     sigma_metal, sigma_chalcogen : float
-        rms thermal displacement per direction [Å].
+        rms thermal displacement per direction [Å] (0: static atoms).
     method : {"multislice", "prism"}
         Full-cell propagation method.
     prism_interpolation : int
@@ -60,8 +83,13 @@ class EngineConfig:
         abTEM potential parametrization.
     """
 
-    frozen_phonons: int = 16
-    slice_thickness: float = 1.1
+    potential_sampling: float = 0.015
+    antialias_margin: float = 1.5
+    slice_lead: float = 0.5
+    frozen_phonons: int = 32
+    phonon_radial_nodes: int = 3
+    phonon_angles: int = 5
+    phonon_z_nodes: int = 1
     max_angle: float = 205.0
     angle_step: float = 5.0
     sigma_metal: float = 0.06
@@ -71,12 +99,23 @@ class EngineConfig:
     parametrization: str = "lobato"
 
     def __post_init__(self) -> None:
-        if int(self.frozen_phonons) < 4 or self.frozen_phonons != int(self.frozen_phonons):
-            raise ValueError(
-                f"frozen_phonons={self.frozen_phonons}: expected a whole number of at least 4"
-            )
-        validate_number("slice_thickness", self.slice_thickness, low=0.1, high=5, unit="Å")
+        for name, low in (
+            ("frozen_phonons", 4),
+            ("phonon_radial_nodes", 1),
+            ("phonon_angles", 2),
+            ("phonon_z_nodes", 1),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or value != int(value) or int(value) < low:
+                raise ValueError(f"{name}={value!r}: expected a whole number of at least {low}")
+        validate_number(
+            "potential_sampling", self.potential_sampling, low=0.005, high=0.2, unit="Å"
+        )
+        validate_number("antialias_margin", self.antialias_margin, low=1.0, high=5.0)
+        validate_number("slice_lead", self.slice_lead, low=0.05, high=1.0, unit="Å")
         validate_number("max_angle", self.max_angle, low=50, high=500, unit="mrad")
+        validate_number("sigma_metal", self.sigma_metal, low=0, high=0.3, unit="Å")
+        validate_number("sigma_chalcogen", self.sigma_chalcogen, low=0, high=0.3, unit="Å")
         validate_number("angle_step", self.angle_step, low=0.5, high=20, unit="mrad")
         if self.method not in ("multislice", "prism"):
             raise ValueError(f"method={self.method!r}: expected 'multislice' or 'prism'")
@@ -93,6 +132,11 @@ class EngineConfig:
         """Edges of the detector's radial bins [mrad]."""
         n = round(self.max_angle / self.angle_step)
         return np.arange(n + 1) * self.angle_step
+
+    def grid_spacing(self, kv: float) -> float:
+        """Grid spacing at beam energy `kv` [kV]: ``potential_sampling`` or finer [Å]."""
+        antialias = wavelength(kv) / (3 * self.antialias_margin * self.max_angle * 1e-3)
+        return min(self.potential_sampling, antialias)
 
 
 def wavelength(kv: float) -> float:
@@ -115,11 +159,40 @@ def fft_friendly(n: int, multiple: int = 1) -> int:
 
 
 def potential_gpts(
-    extent: tuple[float, float], kv: float, max_angle: float, multiple: int = 1
+    extent: tuple[float, float], kv: float, config: EngineConfig, multiple: int = 1
 ) -> tuple[int, int]:
-    """Grid points for a cell of `extent` [Å] keeping angles up to `max_angle` [mrad]."""
-    dx = wavelength(kv) / (3 * max_angle * 1e-3)
+    """Grid points for a cell of `extent` [Å] at ``config.grid_spacing(kv)`` or finer."""
+    dx = config.grid_spacing(kv)
     return tuple(fft_friendly(math.ceil(e / dx), multiple) for e in extent)
+
+
+def plane_slices(atoms, lead: float, tolerance: float = 0.2) -> tuple[float, ...]:
+    """Slice thicknesses [Å] of `atoms`' cell whose boundaries sit `lead` above each plane.
+
+    The atomic planes are the distinct z of `atoms` (within `tolerance` [Å]).
+
+    Raises
+    ------
+    ValueError
+        If two planes are closer than twice `tolerance`, or a plane lies within
+        `lead` of the cell's top.
+    """
+    z = np.sort(np.asarray(atoms.positions)[:, 2])
+    planes = [z[0]]
+    for value in z[1:]:
+        if value - planes[-1] > tolerance:
+            planes.append(value)
+    depth = float(atoms.cell[2, 2])
+    bounds = [p - lead for p in planes]
+    if bounds[0] <= 0 or planes[-1] >= depth:
+        raise ValueError(
+            f"atoms: planes at z={planes[0]:.2f}…{planes[-1]:.2f} Å leave no room for a "
+            f"slice {lead:g} Å above them in a cell {depth:.2f} Å deep"
+        )
+    if any(b - a <= lead for a, b in itertools.pairwise(planes)):
+        raise ValueError(f"atoms: atomic planes closer than slice_lead={lead:g} Å")
+    edges = [0.0, *bounds, depth]
+    return tuple(float(b - a) for a, b in itertools.pairwise(edges))
 
 
 def configure_abtem() -> None:
@@ -136,11 +209,12 @@ def configure_abtem() -> None:
     )
 
 
-def phonon_sigmas(atoms, config: EngineConfig, metals: set[str]) -> dict[str, float]:
-    """rms displacement per element present in `atoms`."""
+def phonon_sigmas(symbols, config: EngineConfig, metals: set[str]) -> dict[str, float]:
+    """rms displacement [Å] per element of `symbols` (element symbols or an ase.Atoms)."""
+    if hasattr(symbols, "get_chemical_symbols"):
+        symbols = symbols.get_chemical_symbols()
     return {
-        s: (config.sigma_metal if s in metals else config.sigma_chalcogen)
-        for s in set(atoms.get_chemical_symbols())
+        s: (config.sigma_metal if s in metals else config.sigma_chalcogen) for s in set(symbols)
     }
 
 
@@ -152,31 +226,40 @@ def scan_polar(
     convergence: float,
     defocus: float,
     config: EngineConfig,
-    metals: set[str],
-    seed: int,
+    metals: set[str] | None = None,
+    seed: int | None = None,
     scheduler: str = "threads",
 ) -> np.ndarray:
-    """Frozen-phonon-averaged flexible-detector signal at each scan position.
+    """Flexible-detector signal at each scan position [fraction of the beam per bin].
 
-    Returns an array of shape (*scan.shape, n_bins) [fraction of the incident
-    beam per angular bin of ``config.angle_step`` mrad].
+    Frozen-phonon-averaged (``config.frozen_phonons`` random configurations of
+    rms from `metals`, drawn from `seed`) where `metals` is given, of the static
+    `atoms` where it is None. `scan` is an abTEM scan or an (n, 2) array of
+    probe positions [Å]. Returns shape (*scan.shape, n_bins), bins of
+    ``config.angle_step`` mrad.
     """
     import abtem
 
     configure_abtem()
+    if isinstance(scan, np.ndarray):
+        scan = abtem.CustomScan(scan)
     extent = tuple(float(x) for x in np.diag(atoms.cell)[:2])
     multiple = config.prism_interpolation if config.method == "prism" else 1
-    gpts = potential_gpts(extent, kv, config.max_angle, multiple)
-    phonons = abtem.FrozenPhonons(
-        atoms,
-        num_configs=int(config.frozen_phonons),
-        sigmas=phonon_sigmas(atoms, config, metals),
-        seed=seed,
-    )
+    gpts = potential_gpts(extent, kv, config, multiple)
+    source = atoms
+    if metals is not None:
+        if seed is None:
+            raise ValueError("seed: expected an integer when frozen phonons are drawn")
+        source = abtem.FrozenPhonons(
+            atoms,
+            num_configs=int(config.frozen_phonons),
+            sigmas=phonon_sigmas(atoms, config, metals),
+            seed=seed,
+        )
     potential = abtem.Potential(
-        phonons,
+        source,
         gpts=gpts,
-        slice_thickness=config.slice_thickness,
+        slice_thickness=plane_slices(atoms, config.slice_lead),
         projection="infinite",
         parametrization=config.parametrization,
     )

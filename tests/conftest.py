@@ -33,7 +33,11 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
 
 
-TINY_CONFIG = BankConfig(abtem=EngineConfig(frozen_phonons=4))
+TINY_CONFIG = BankConfig(
+    abtem=EngineConfig(
+        frozen_phonons=4, potential_sampling=0.05, phonon_radial_nodes=1, phonon_angles=2
+    )
+)
 
 
 @pytest.fixture(scope="session")

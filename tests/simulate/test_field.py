@@ -62,7 +62,9 @@ def test_abtem_field_is_one_simulation_of_the_drawn_cell():
     from simulate.engine import EngineConfig
     from simulate.field import simulate_field_abtem
 
-    config = EngineConfig(frozen_phonons=4, method="prism", prism_interpolation=2)
+    config = EngineConfig(
+        frozen_phonons=4, potential_sampling=0.05, method="prism", prism_interpolation=2
+    )
     field = simulate_field_abtem(CONTEXT, RATES, repeats=(3, 2), seed=3, config=config)
     ny, nx = field.image.shape
     assert (nx, ny) == (int(3 * 3.28 / SAMPLING), int(2 * 3.28 * np.sqrt(3) / SAMPLING))

@@ -1,10 +1,15 @@
-"""abTEM physics checks on single columns and one small cell (four phonon configurations).
+"""abTEM physics checks on single columns and one small cell (coarse 0.05 Å grid, for speed).
 
-The W/Mo ratio: the issue that asked for these checks expected 1.6–2.2 at HAADF.
-abTEM gives 2.4 at 80 kV (2.3 integrated; 2.8 at 200 kV) for 80–200 mrad — a
-Z-exponent of 1.55, inside the 1.4–1.9 that ADF theory and experiment report
-for high-angle detectors (Z^1.7 is the textbook value). The test asserts that
-physical range; see docs/decisions.md.
+W/Mo at HAADF: converged multislice (the column engine, static or phonon-averaged,
+0.02 → 0.007 Å grids) gives 2.0 at 80 kV for 80–200 mrad — a Z-exponent of 1.2
+between Mo and W, where the kinematic (first Born) cross-sections of the same
+parametrization give 2.8 (Z^1.8): a heavy atom is a strong phase object, and
+multiple scattering saturates its high-angle signal. The old engine's 2.4 came
+from a grid too coarse for W's potential core (docs/decisions.md, "W/Mo
+contrast"). The test asserts the range between Z^1.1 and the kinematic bound.
+Two chalcogens in one column scatter more than twice one (the top atom focuses
+the probe onto the bottom one), so a single chalcogen is a little under half a
+pair (0.47 at 80 kV).
 """
 
 import math
@@ -18,7 +23,9 @@ from simulate.engine import EngineConfig, scan_polar
 from simulate.structures import find_columns, monolayer, nearest_column
 from simulate.templates import VARIANTS, WINDOW, assemble, radial_spline, site_columns
 
-CONFIG = EngineConfig(frozen_phonons=4)
+CONFIG = EngineConfig(
+    frozen_phonons=4, potential_sampling=0.05, phonon_radial_nodes=1, phonon_angles=2
+)
 Z = {"Ti": 22, "Mo": 42, "W": 74}
 
 
@@ -36,7 +43,6 @@ def peaks():
             defocus=0,
             config=CONFIG,
             metals={"Ti", "Mo", "W"},
-            seed=1,
             scheduler="threads",
         )
         for det, (inner, outer) in {"HAADF": (80, 200), "MAADF": (40, 100)}.items():
@@ -46,12 +52,12 @@ def peaks():
 
 def test_w_over_mo_at_haadf(peaks):
     ratio = peaks["W", 80, "HAADF"][0] / peaks["Mo", 80, "HAADF"][0]
-    assert (74 / 42) ** 1.4 <= ratio <= (74 / 42) ** 1.9
+    assert (74 / 42) ** 1.1 <= ratio <= (74 / 42) ** 1.8
 
 
-def test_single_chalcogen_is_half_to_three_quarters_of_a_pair(peaks):
+def test_single_chalcogen_is_a_little_under_half_a_pair(peaks):
     ratio = peaks["S-_", 80, "HAADF"][0] / peaks["S-S", 80, "HAADF"][0]
-    assert 0.5 <= ratio <= 0.75
+    assert 0.4 <= ratio < 0.5
 
 
 def test_empty_chalcogen_column_is_near_background(peaks):
@@ -97,7 +103,9 @@ def test_prism_agrees_with_multislice():
     prism = scan_polar(
         atoms,
         scan,
-        config=EngineConfig(frozen_phonons=4, method="prism", prism_interpolation=2),
+        config=EngineConfig(
+            frozen_phonons=4, potential_sampling=0.05, method="prism", prism_interpolation=2
+        ),
         **kw,
     )
     ms, prism = ms.reshape(11, -1)[:, 16:40].sum(1), prism.reshape(11, -1)[:, 16:40].sum(1)
