@@ -56,6 +56,7 @@ def cached_fields(args, log):
     import abtem
 
     from inference.demo import CONTEXT, RATES
+    from prob.io import atomic_write
     from simulate.engine import EngineConfig
     from simulate.field import Field, simulate_field_abtem
 
@@ -79,17 +80,16 @@ def cached_fields(args, log):
                 "abtem": abtem.__version__,
                 **config.to_attrs(),
             }
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez_compressed(
-                tmp,
-                image=f.image.astype(np.float32),
-                x=f.x,
-                y=f.y,
-                site_type=f.site_type,
-                label=f.label,
-                made=json.dumps(made),
-            )
-            tmp.replace(path)
+            with atomic_write(path) as tmp:
+                np.savez_compressed(
+                    tmp,
+                    image=f.image.astype(np.float32),
+                    x=f.x,
+                    y=f.y,
+                    site_type=f.site_type,
+                    label=f.label,
+                    made=json.dumps(made),
+                )
             log(f"field {k}: simulated in {time.perf_counter() - t0:.0f} s -> {path.name}")
         with np.load(path) as z:
             fields.append(

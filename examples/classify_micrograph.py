@@ -47,6 +47,7 @@ def stand_in_micrograph(path: Path, *, side: int, dose: float, seed: int):
     import tifffile
 
     from prob.context import Context
+    from prob.io import atomic_write
     from simulate.field import render_field, simulate_field
     from simulate.templates import SAMPLING
 
@@ -63,15 +64,14 @@ def stand_in_micrograph(path: Path, *, side: int, dose: float, seed: int):
     rates = {"metal": np.array([0.85, 0.10, 0.05]), "chalcogen": np.array([0.84, 0.12, 0.04, 0.0])}
     field = simulate_field(truth_context, rates, shape=(side, side), seed=seed)
     image = render_field(field, dose=dose, seed=seed + 1)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tifffile.imwrite(
-        tmp,
-        image.astype(np.float32),
-        imagej=True,
-        resolution=(1 / SAMPLING, 1 / SAMPLING),
-        metadata={"unit": "angstrom"},
-    )
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        tifffile.imwrite(
+            tmp,
+            image.astype(np.float32),
+            imagej=True,
+            resolution=(1 / SAMPLING, 1 / SAMPLING),
+            metadata={"unit": "angstrom"},
+        )
     return field
 
 

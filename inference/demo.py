@@ -23,7 +23,7 @@ from scipy.spatial import cKDTree
 from prob import metrics
 from prob.classes import CLASSES
 from prob.context import Context
-from prob.io import write_netcdf
+from prob.io import atomic_write, write_netcdf
 
 CONTEXT = Context.from_host(
     "WSe2",
@@ -55,9 +55,8 @@ def run_demo(out: Path, *, seed: int = 0, log: Callable[[str], None] | None = No
     field = simulate_field(CONTEXT, RATES, shape=(160, 160), seed=seed)
     image = render_field(field, dose=DOSE, seed=seed + 1)
     image_path = out / "field.npz"
-    tmp = out / ".field.tmp.npz"
-    np.savez(tmp, image=image, pixel_size=SAMPLING, kv=CONTEXT.kv)
-    tmp.replace(image_path)
+    with atomic_write(image_path) as tmp:
+        np.savez(tmp, image=image, pixel_size=SAMPLING, kv=CONTEXT.kv)
     say(f"simulated {image.shape} px field, {len(field.label)} columns -> {image_path}")
     engine, tau, _ = load_engine()
     img = read_image(image_path)

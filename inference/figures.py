@@ -21,6 +21,7 @@ import xarray as xr
 
 from prob import metrics
 from prob.classes import CLASSES
+from prob.io import atomic_write
 
 _NAMES = {"context_aware": "context-aware", "context_free": "context-free", "ideal": "ideal"}
 
@@ -129,8 +130,7 @@ def evaluation_figures(ds: xr.Dataset, folder: str | os.PathLike) -> list[Path]:
 
 def _save(fig, path: Path, plt) -> Path:
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
     return path

@@ -9,6 +9,7 @@ import numpy as np
 import xarray as xr
 
 from prob.classes import CLASSES
+from prob.io import atomic_write
 
 _COLOURS = {
     "M": "#1f77b4",
@@ -59,8 +60,7 @@ def plot_map(image: np.ndarray, ds: xr.Dataset, path: str | os.PathLike) -> Path
     ax.set_axis_off()
     fig.tight_layout()
     target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_write(target) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, target)
     return target

@@ -18,6 +18,7 @@ import numpy as np
 import xarray as xr
 
 from prob.datasets import validate_dataset
+from prob.io import atomic_write
 
 FIGURES = ("study_shapley.png", "study_lattice.png", "study_pairs.png")
 
@@ -87,7 +88,8 @@ def plot_study(study: xr.Dataset, out_dir: str | os.PathLike) -> list[Path]:
     for name, draw in zip(FIGURES, (_shapley, _lattice, _pairs), strict=True):
         fig = draw(study, plt)
         path = folder / name
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, dpi=120, bbox_inches="tight")
         plt.close(fig)
         paths.append(path)
     return paths
