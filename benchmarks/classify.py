@@ -10,7 +10,7 @@ they sit next to each other as the draw has it. Each field is cached in
 (σ 0.35 Å), counted at ``--dose`` with read noise, wrapped periodically by 24
 px on every side (the specimen is periodic, so every column of the cell is an
 interior site), written as an NPZ image and classified by
-:func:`inference.classify.classify_image` with the demo's rates as the user's
+:func:`inference.image.classify.classify_image` with the demo's rates as the user's
 concentrations. Printed:
 
 - ``field_accuracy`` — MAP class (context-aware prior) of the cell's columns;
@@ -55,7 +55,7 @@ def cached_fields(args, log):
     """The abTEM fields, simulated where the cache lacks them."""
     import abtem
 
-    from inference.demo import CONTEXT, RATES
+    from inference.cli.demo import CONTEXT, RATES
     from prob.io import atomic_write
     from simulate.engine import EngineConfig
     from simulate.field import Field, simulate_field_abtem
@@ -105,9 +105,9 @@ def cached_fields(args, log):
 
 
 def classify_fields(args, fields, engine, tau, log):
-    from inference.classify import classify_image
-    from inference.demo import CONTEXT, OVERRIDES, USER
-    from inference.images import read_image
+    from inference.cli.demo import CONTEXT, OVERRIDES, USER
+    from inference.image.classify import classify_image
+    from inference.image.io import read_image
     from prob.classes import CLASSES
     from simulate.field import render_field
     from simulate.templates import SAMPLING
@@ -162,8 +162,8 @@ def classify_fields(args, fields, engine, tau, log):
 
 def patch_accuracy(args, bank, engine, tau, counts):
     """Per-class accuracy on bank patches of the demo case at the fields' dose and optics."""
-    from inference.demo import OVERRIDES
-    from inference.evaluate import bank_cases
+    from inference.cli.demo import OVERRIDES
+    from inference.posterior.candidates import bank_cases
     from prob.classes import CLASSES, site_type_of
     from simulate.renderer import NuisancePrior, PatchGenerator
 
@@ -237,7 +237,7 @@ def run_big(args, path: Path) -> tuple[float, float, str]:
 
 
 def main() -> None:
-    from inference.commands import load_engine
+    from inference.shipped import load_engine
     from prob import metrics
     from prob.classes import CLASSES
     from prob.io import read_netcdf

@@ -21,13 +21,13 @@ Prints ``key: value`` lines. Parts (``--part``, default all but exact, tails and
   searches, importance sampling) and the CPU seconds of each of ``--repeats`` runs
   after one to warm up.
   To compare commits, run it in each (a git worktree on ``PYTHONPATH``), alternately.
-- **amortized** — the amortized shortcut (:mod:`inference.amortized`) against the
+- **amortized** — the amortized shortcut (:mod:`inference.posterior.shortcut`) against the
   θ integral on the evaluation's and on an image's class frequencies: the share of
   sites it takes, their disagreements and distance to the integral's posterior; and
   the guide's class head q(c | x, m) alone.
 - **nuts** — on ``--nuts-sites`` metal and chalcogen sites (every grid case,
   the context known), Pyro NUTS over θ with class and variant summed out
-  (:mod:`inference.nuts`, every pixel exact), site by site (``--nuts-batch``
+  (:mod:`inference.reference.nuts`, every pixel exact), site by site (``--nuts-batch``
   groups sites of one type and term count into one run), each its own four
   chains, step size and mass matrix, against our class posterior at τ = 1: total-variation
   distance (mean, p95, max), r-hat and bulk ESS per site (worst θ coordinate),
@@ -82,8 +82,8 @@ AMBIGUOUS = {"Mo": ("Nb",), "W": ("Ta", "Re")}
 
 
 def evaluation(args, bank, engine, tau, guide) -> None:
-    from inference.evaluate import evaluate
-    from inference.ideal import ideal_engine
+    from inference.evaluation.heldout import evaluate
+    from inference.evaluation.ideal import ideal_engine
     from prob.io import write_netcdf
 
     ideal = ideal_engine(bank, guide, samples=2 * args.samples)
@@ -101,7 +101,7 @@ def evaluation(args, bank, engine, tau, guide) -> None:
 
 def report(ds) -> None:
     """The evaluation's key lines, from a fresh run or a saved evaluation.nc."""
-    from inference.evaluate import DOSE_BUCKETS
+    from inference.evaluation.heldout import DOSE_BUCKETS
 
     a = ds.attrs
     print(f"patches: {len(ds['true_class'])}")
@@ -226,7 +226,7 @@ def ambiguous_cases(ds) -> None:
 
 
 def speed(args, bank, engine) -> None:
-    from inference.evaluate import bank_cases
+    from inference.posterior.candidates import bank_cases
     from prob.classes import CLASSES, site_type_of
     from simulate.renderer import PatchGenerator
 
@@ -283,10 +283,10 @@ def amortized(args, bank, engine, guide, tau: float) -> None:
     Then (uniform distribution) the guide's class head q(c | x, m) alone: accuracy, ECE,
     share of sites it is sure of (max > 0.999).
     """
-    from inference.amortized import amortized_features
-    from inference.evaluate import bank_cases
-    from inference.guide import context_features
-    from inference.posterior import own_case_prior
+    from inference.posterior.candidates import bank_cases
+    from inference.posterior.evidence import own_case_prior
+    from inference.posterior.guide import context_features
+    from inference.posterior.shortcut import amortized_features
     from prob import metrics
     from prob.classes import CLASSES, site_type_of
     from simulate.renderer import PatchGenerator
@@ -361,8 +361,8 @@ def work(args, bank, engine) -> None:
 
     The stages are counted where the engine calls them (its module's names wrapped).
     """
-    import inference.posterior as engine_module
-    from inference.evaluate import bank_cases
+    import inference.posterior.chunk as engine_module
+    from inference.posterior.candidates import bank_cases
     from prob.classes import CLASSES, site_type_of
     from simulate.renderer import PatchGenerator
 
@@ -413,7 +413,7 @@ def work(args, bank, engine) -> None:
 
 
 def main() -> None:
-    from inference.commands import load_engine
+    from inference.shipped import load_engine
     from prob.io import read_netcdf
     from simulate.cli import default_bank_path
 

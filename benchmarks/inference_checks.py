@@ -19,9 +19,9 @@ def _nuts_sites(args, bank, engine) -> dict:
 
     ``--nuts-sites`` patches of every grid case (seed ``--seed`` + 5), the context
     known; per type a dict of the rows, our seconds per site, our class
-    posterior at τ = 1 and the terms (:meth:`inference.pairs.PairTable.terms`)."""
-    from inference.evaluate import bank_cases
-    from inference.posterior import own_case_prior
+    posterior at τ = 1 and the terms (:meth:`inference.posterior.pairs.PairTable.terms`)."""
+    from inference.posterior.candidates import bank_cases
+    from inference.posterior.evidence import own_case_prior
     from prob.classes import CLASSES, site_type_of
     from simulate.renderer import PatchGenerator
 
@@ -35,8 +35,8 @@ def _nuts_sites(args, bank, engine) -> dict:
             continue
         own = draw.case[rows]
         t0 = time.perf_counter()
-        ev, pairs = engine.evidence(
-            draw.patches[rows], site_type, cases, own_case=own, seed=1, return_pairs=True
+        ev, pairs = engine.evidence_with_pairs(
+            draw.patches[rows], site_type, cases, own_case=own, seed=1
         )
         per_site = (time.perf_counter() - t0) / len(rows)
         prior = own_case_prior(ev.cset.log_prior("uniform"), own)
@@ -52,7 +52,8 @@ def _nuts_sites(args, bank, engine) -> dict:
 
 
 def nuts(args, bank, engine) -> None:
-    """NUTS in small batches of sites (:func:`inference.nuts.site_batches`), resumable.
+    """NUTS in small batches of sites (:func:`inference.reference.nuts_batches.site_batches`),
+    resumable.
 
     With ``--nuts-out DIR`` every batch is written there as it finishes and a rerun
     skips the sites already there (found by site, refreshing their ``post_ours`` to the
@@ -62,7 +63,8 @@ def nuts(args, bank, engine) -> None:
     """
     import xarray as xr
 
-    from inference.nuts import model_loglik, nuts_batch, site_batches
+    from inference.reference.nuts import model_loglik
+    from inference.reference.nuts_batches import nuts_batch, site_batches
     from prob.classes import CLASSES
     from prob.io import write_netcdf
 
@@ -202,16 +204,16 @@ def exact(args, bank, engine) -> None:
     its top class — the only sites where a class posterior can be wrong by more
     than 10⁻³ — up to ``--exact-sites`` of them: their class posterior from the
     same terms, every term's θ integral by importance sampling of the exact log
-    joint (:mod:`inference.exact`, 8 000 + 16 000 draws), independent of the
+    joint (:mod:`inference.reference.exact`, 8 000 + 16 000 draws), independent of the
     expansion and of the Markov chains. Against it: ours and NUTS, as total
     variation and as the error in the log-odds of the top two classes. And for
     each of those sites and every 10th site of each type, the expansion's own
     error at its heaviest term (expanded − exact log joint,
-    :mod:`inference.expansion` about the term's mode) over exact posterior
+    :mod:`inference.theta.expansion` about the term's mode) over exact posterior
     draws: posterior mean and sd [nats], split by the true dose.
     """
-    from inference.exact import exact_class_posterior
-    from inference.nuts import model_loglik
+    from inference.reference.exact import exact_class_posterior
+    from inference.reference.nuts import model_loglik
     from prob.classes import CLASSES
 
     held = {}
@@ -294,8 +296,8 @@ def exact(args, bank, engine) -> None:
 
 
 def _expansion_error(part, local, loglik, engine, rng) -> tuple[float, float, float]:
-    """(true dose, :func:`inference.exact.expansion_error`) of a site's heaviest term."""
-    from inference.exact import expansion_error
+    """(true dose, :func:`inference.reference.exact.expansion_error`) of a site's heaviest term."""
+    from inference.reference.exact import expansion_error
 
     terms = part["terms"]
     j = int(np.argmax(terms.share[local]))
@@ -342,7 +344,7 @@ def _stale_rank(held, terms, local, settings) -> int | None:
     posterior of one mode, which every scheme samples alike (the "best" and mixture
     whitenings then agree up to terms below that share); with more it is stale.
     """
-    from inference.nuts import significant_terms
+    from inference.reference.nuts_batches import significant_terms
 
     if held.attrs.get("scheme", "best") == settings["scheme"]:
         return None
@@ -372,7 +374,8 @@ def nuts_parts(folder: Path) -> list:
 
 
 def nuts_report(parts) -> None:
-    """The NUTS lines over the batches `parts` (Datasets of :func:`inference.nuts.nuts_batch`)."""
+    """The NUTS lines over the batches `parts` (Datasets of
+    :func:`inference.reference.nuts_batches.nuts_batch`)."""
     if not parts:
         print("nuts_sites: 0")
         return
@@ -425,15 +428,17 @@ def tails(args, bank, engine) -> None:
     and true variant under the generator's likelihood (bank template, read noise):
     the mode search from the true θ and our importance sampling (the ideal
     observer's draws), against importance sampling of the exact log joint
-    (:func:`inference.exact.exact_evidence`, 8 000 + 16 000 draws): the PIT of the
+    (:func:`inference.reference.exact.exact_evidence`, 8 000 + 16 000 draws): the PIT of the
     true background, its posterior mean [fraction of the prior's range], and the
     log evidence. Prints a line per pair and ``tails_*`` / ``control_*`` medians.
     """
-    from inference.evaluate import bank_cases
-    from inference.exact import exact_evidence
-    from inference.ideal import bank_template_fn
-    from inference.laplace import EvidenceConfig, integrate, search
-    from inference.theta import to_theta, to_unconstrained
+    from inference.evaluation.ideal import bank_template_fn
+    from inference.posterior.candidates import bank_cases
+    from inference.reference.exact import exact_evidence
+    from inference.theta.config import EvidenceConfig
+    from inference.theta.importance import integrate
+    from inference.theta.modesearch import search
+    from inference.theta.transform import to_theta, to_unconstrained
     from likelihood.exact import generator_log_likelihood
     from prob.classes import CLASSES
     from prob.io import read_netcdf

@@ -1,6 +1,6 @@
 """Benchmark of the image front end: find_sites and cut_patches on a synthetic 2H image.
 
-The image (tests/inference/lattice_image.py) is a sum of Gaussians (σ = 0.45 Å)
+The image (tests/inference/image/lattice_image.py) is a sum of Gaussians (σ = 0.45 Å)
 on a MoS2 lattice, metal 1.0, chalcogen pair 0.6, Poisson noise at 400 counts per
 unit amplitude, with vacancies and substitutions. Prints:
 
@@ -30,9 +30,9 @@ import time
 import numpy as np
 from scipy.spatial import cKDTree
 
-from inference.images import Image
-from inference.sites import cut_patches, find_sites
-from tests.inference.lattice_image import synthetic
+from inference.image.io import Image
+from inference.image.sites import cut_patches, find_sites
+from tests.inference.image.lattice_image import synthetic
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Benchmark of the metadata study (inference/study.py) on an evidence file.
+"""Benchmark of the metadata study (inference/evaluation/study.py) on an evidence file.
 
 Prints ``key: value`` lines:
 
@@ -12,11 +12,11 @@ Prints ``key: value`` lines:
 - ``monotonicity_violations`` — (S, k) pairs where adding k raised E[H] beyond its CI;
 - ``expected_entropy_none``, ``expected_entropy_all``, ``accuracy_none``,
   ``accuracy_all``; ``n_samples``, ``n_cases``;
-- ``study_seconds`` — wall time of :func:`inference.study.run_study`.
+- ``study_seconds`` — wall time of :func:`inference.evaluation.study.run_study`.
 
 Run: ``python benchmarks/study.py --evidence EVIDENCE.nc [--out study.nc]``.
 ``--toy N`` instead builds the tests' toy evidence (N samples over the 576
-dopant-grid cases; tests/inference/toy_evidence.py) to time the study before
+dopant-grid cases; tests/inference/evaluation/toy_evidence.py) to time the study before
 a real evidence file exists.
 """
 
@@ -46,14 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write the MetadataStudy here")
     args = parser.parse_args(argv)
 
-    from inference.study import FIELDS, run_study
+    from inference.evaluation.study import FIELDS, run_study
     from prob.io import read_netcdf, write_netcdf
 
     if args.evidence is not None:
         evidence = read_netcdf(args.evidence)
     else:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from tests.inference.toy_evidence import toy_evidence
+        from tests.inference.evaluation.toy_evidence import toy_evidence
 
         evidence = toy_evidence(args.toy, seed=args.seed, se=None)
     fields = FIELDS if args.fields is None else tuple(args.fields.split(","))

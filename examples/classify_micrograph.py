@@ -6,12 +6,12 @@ background and dose for the field, Poisson counts and read noise) — written as
 ImageJ TIFF whose only calibration is its pixel size. Everything after the file
 is what you would run on your own image:
 
-1. :func:`inference.images.read_image` reads the frame and its pixel size.
+1. :func:`inference.image.io.read_image` reads the frame and its pixel size.
 2. The context holds what you know — host, dopant, detector — and leaves the
    beam energy unknown (the TIFF does not record it): the image's sites decide
    between the 60, 80 and 200 kV cases, p(m | image), and every site's class
    posterior is mixed over it.
-3. :func:`inference.classify.classify_image` finds the lattice, cuts the
+3. :func:`inference.image.classify.classify_image` finds the lattice, cuts the
    patches and returns a SitePosterior under both class priors; written to
    netCDF with a map PNG.
 
@@ -80,10 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from scipy.spatial import cKDTree
 
-    from inference.classify import classify_image
-    from inference.commands import load_engine
-    from inference.images import read_image
-    from inference.maps import plot_map
+    from inference import classify_image, load_engine, plot_map, read_image
     from prob import metrics
     from prob.classes import CLASSES
     from prob.context import Context

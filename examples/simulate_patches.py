@@ -68,10 +68,9 @@ def montage(ds, path: Path, per_class: int = 4) -> Path:
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     args = parse_args(argv)
-    from inference.evaluate import bank_cases
+    from inference import bank_cases, default_bank_path
     from prob.context import DETECTORS, Context
     from prob.io import read_netcdf, write_netcdf
-    from simulate.cli import default_bank_path
     from simulate.renderer import NuisancePrior, render_patch_set
 
     inner, outer = DETECTORS[args.detector]
