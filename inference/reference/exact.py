@@ -8,7 +8,7 @@ of Student-t (ν = 4) draws around a given fit, widened 1.5×, whose weighted
 mean and covariance place the second batch (ν = 5, widened 1.2× — it follows a
 skewed posterior, e.g. blur pressed against its bound, that a Laplace fit
 misses); the estimate uses the second batch only. Thousands of draws per pair:
-a reference for checks (tests, ``benchmarks/inference.py --part exact``), not
+a reference for checks (tests, ``benchmarks/bench_inference.py --part exact``), not
 the production path (:mod:`inference.theta.importance`).
 """
 

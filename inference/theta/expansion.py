@@ -28,7 +28,7 @@ products N·(…) are exact. What is dropped is third order in the optics and
 fourth order in each pixel's (λ, y); the cubic is capped (C = 2 nats) so that
 far draws cannot find spurious mass. The error near the mode is measured in
 tests (against brute-force importance sampling of the exact density) and in
-`benchmarks/inference.py`.
+`benchmarks/bench_inference.py`.
 """
 
 from __future__ import annotations

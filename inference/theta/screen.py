@@ -9,7 +9,7 @@ squares (weights from the data's own counting noise, the same for every pair
 of a site, so that scores compare), plus the gain prior. It is a profile
 log likelihood up to a constant of the site, accurate to a few nats near the
 truth; pairs more than a margin below their site's best are dropped, with a
-margin wide enough (measured in ``benchmarks/inference.py``: how often the
+margin wide enough (measured in ``benchmarks/bench_inference.py``: how often the
 pair that carries the posterior was dropped) to miss nothing that matters.
 """
 

@@ -10,29 +10,23 @@ unit amplitude, with vacancies and substitutions. Prints:
 - ``find_sites_s`` / ``cut_patches_s`` — wall time [s], and sites per second;
 - ``peak_rss_MB`` — the process's peak resident memory, the rendering included.
 
-Run from the repository root: ``python benchmarks/sites.py [--size 1024] [--pixel-size 0.2]``.
+Run from the repository root: ``python benchmarks/bench_sites.py [--size 1024] [--pixel-size 0.2]``.
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# this script's folder holds inference.py / likelihood.py / simulate.py: keep it from
-# shadowing the packages
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the synthetic lattice of tests/
 
 import argparse
 import resource
 import time
 
 import numpy as np
+from from_tests import load
 from scipy.spatial import cKDTree
 
 from inference.image.io import Image
 from inference.image.sites import cut_patches, find_sites
-from tests.inference.image.lattice_image import synthetic
+
+synthetic = load("inference/image/lattice_image.py").synthetic
 
 
 def main() -> None:

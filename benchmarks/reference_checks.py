@@ -1,4 +1,4 @@
-"""The reference checks of benchmarks/inference.py: its ``nuts`` and ``exact`` parts.
+"""The reference checks of benchmarks/bench_inference.py: its ``nuts`` and ``exact`` parts.
 
 Run through that script (``--part nuts``, ``--part exact``, ``--nuts-report``);
 its docstring says what each prints.

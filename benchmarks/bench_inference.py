@@ -46,36 +46,20 @@ Prints ``key: value`` lines. Parts (``--part``, default all but exact, tails and
   evaluation file, and a control group: our θ integral of the true pair against
   importance sampling of the exact log joint (PIT, posterior mean, evidence).
 
-Run: ``python benchmarks/inference.py [--n 10000] [--part NAME]`` (NAME: a part above, or all).
-The nuts, exact and tails parts live in benchmarks/inference_checks.py.
+Run: ``python benchmarks/bench_inference.py [--n 10000] [--part NAME]`` (NAME: a part above,
+or all).
+The nuts, exact and tails parts live in benchmarks/reference_checks.py.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# this script's folder holds likelihood.py / simulate.py: keep it from shadowing the packages
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import argparse
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
-
-
-def _sibling(name: str):
-    """A module of this folder by file (the folder itself is off sys.path, see above)."""
-    import importlib.util
-
-    path = Path(__file__).with_name(f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 AMBIGUOUS = {"Mo": ("Nb",), "W": ("Ta", "Re")}
 """Host metal → dopants one atomic number away (physically near-indistinguishable)."""
@@ -485,7 +469,8 @@ def main() -> None:
     if args.report:
         report(read_netcdf(args.report))
         return
-    checks = _sibling("inference_checks")
+    import reference_checks as checks
+
     if args.nuts_report:
         checks.nuts_report(checks.nuts_parts(Path(args.nuts_report)))
         return

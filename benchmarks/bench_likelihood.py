@@ -13,16 +13,10 @@ training never used. For each patch, θ known:
   ``acc_heldout_dopant`` — its accuracy on D's cases — beside
   ``acc_heldout_dopant_seen``, the main model's on the same patches.
 
-Run: ``python benchmarks/likelihood.py [--n 20000]``.
+Run: ``python benchmarks/bench_likelihood.py [--n 20000]``.
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# this script's folder holds likelihood.py / simulate.py: keep it from shadowing the packages
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import time

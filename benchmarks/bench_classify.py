@@ -23,24 +23,20 @@ concentrations. Printed:
   in a child process on a 4096 × 4096 image at 0.1 Å/px (the first cell,
   resampled and tiled, then counted; ``--big 0`` skips it).
 
-Run from the repository root: ``python benchmarks/classify.py [--fields 12]``.
+Run from the repository root: ``python benchmarks/bench_classify.py [--fields 12]``.
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# this script's folder holds inference.py / simulate.py: keep it from shadowing the packages
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import json
 import math
 import resource
 import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage

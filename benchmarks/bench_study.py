@@ -14,7 +14,7 @@ Prints ``key: value`` lines:
   ``accuracy_all``; ``n_samples``, ``n_cases``;
 - ``study_seconds`` — wall time of :func:`inference.evaluation.study.run_study`.
 
-Run: ``python benchmarks/study.py --evidence EVIDENCE.nc [--out study.nc]``.
+Run: ``python benchmarks/bench_study.py --evidence EVIDENCE.nc [--out study.nc]``.
 ``--toy N`` instead builds the tests' toy evidence (N samples over the 576
 dopant-grid cases; tests/inference/evaluation/toy_evidence.py) to time the study before
 a real evidence file exists.
@@ -22,15 +22,7 @@ a real evidence file exists.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# this script's folder holds inference.py / likelihood.py / simulate.py: keep it from
-# shadowing the packages
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -52,9 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.evidence is not None:
         evidence = read_netcdf(args.evidence)
     else:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from tests.inference.evaluation.toy_evidence import toy_evidence
+        from from_tests import load
 
+        toy_evidence = load("inference/evaluation/toy_evidence.py").toy_evidence
         evidence = toy_evidence(args.toy, seed=args.seed, se=None)
     fields = FIELDS if args.fields is None else tuple(args.fields.split(","))
     start = time.perf_counter()

@@ -15,17 +15,11 @@ Prints ``key: value`` lines:
   shipped bank (two threads), with their min and max.
 - ``bank_cases``, ``bank_entries``, ``bank_mb`` — the shipped bank.
 
-Run: ``python benchmarks/simulate.py`` (about 15 min on 2 cores; ``--quick``
+Run: ``python benchmarks/bench_simulate.py`` (about 15 min on 2 cores; ``--quick``
 skips the full-cell runs).
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# this script's folder holds likelihood.py / simulate.py: keep it from shadowing the packages
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import statistics
