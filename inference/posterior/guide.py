@@ -31,6 +31,7 @@ from pyro import poutine
 from torch import nn
 
 from inference.theta.transform import DIM, to_unconstrained
+from likelihood.best import BestState
 from prob.classes import CLASSES
 from prob.context import Context, contexts_from_coords
 from prob.elements import atomic_number
@@ -225,15 +226,12 @@ def train_guide(
             logits = net.class_logits(net.features(x, m)).masked_fill(~mask, -30.0)
             return loss, float((logits.argmax(1) == c).float().mean())
 
-    best: tuple[float, dict | None] = (math.inf, None)
+    best = BestState()
 
     def keep_best() -> tuple[float, float]:
-        nonlocal best
         val, acc = validate()
-        if math.isfinite(val) and val < best[0]:
-            best = (val, {k: v.detach().clone() for k, v in net.state_dict().items()})
-            if checkpoint:
-                checkpoint(net)
+        if best.offer(val, net) and checkpoint:
+            checkpoint(net)
         return val, acc
 
     while step < max_steps and time.monotonic() - start < 60 * minutes:
@@ -246,15 +244,14 @@ def train_guide(
                     f"guide step {step}: loss {np.mean(history[-1000:]):.3f}, "
                     f"validation {val:.3f}, class accuracy {acc:.3f}"
                 )
-            if not math.isfinite(val) and best[1] is not None:
+            if not math.isfinite(val) and best.state is not None:
                 # diverged: back to the best state with a smaller learning rate
-                net.load_state_dict(best[1])
+                best.restore(net)
                 for opt in optim.optim_objs.values():
                     for group in opt.param_groups:
                         group["lr"] *= 0.3
     keep_best()
-    if best[1] is not None:
-        net.load_state_dict(best[1])
+    best.restore(net)
     val, acc = validate()
     return {
         "steps": step,

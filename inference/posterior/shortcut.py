@@ -37,6 +37,7 @@ from inference.posterior.candidates import class_axis
 from inference.posterior.evidence import SiteEvidence
 from inference.posterior.guide import SiteGuide, context_features, site_masks
 from inference.theta.transform import DIM, to_theta, to_unconstrained
+from likelihood.best import BestState
 from prob.classes import CLASSES
 from prob.context import NONE, contexts_from_coords
 from prob.elements import atomic_number
@@ -146,7 +147,7 @@ def train_classifier(
     validation = batch_of(generator.draw(8192, seed=[seed, 1]))
     optim = torch.optim.Adam(net.parameters(), lr=lr)
     budget = 60.0 * minutes
-    start, step, best, state = time.monotonic(), 0, math.inf, None
+    start, step, best = time.monotonic(), 0, BestState()
     summary: dict = {}
 
     def validate():
@@ -178,13 +179,9 @@ def train_classifier(
             }
             if log:
                 log(" ".join(f"{k} {v:.4g}" for k, v in summary.items()))
-            if vc + 0.1 * vt < best:
-                best = vc + 0.1 * vt
-                state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-                if checkpoint:
-                    checkpoint(net, summary)
-    if state is not None:
-        net.load_state_dict(state)
+            if best.offer(vc + 0.1 * vt, net) and checkpoint:
+                checkpoint(net, summary)
+    best.restore(net)
     net.eval()
     return summary
 
