@@ -30,7 +30,9 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--evidence", type=Path, help="evidence netCDF (see inference/study_math)")
+    source.add_argument(
+        "--evidence", type=Path, help="evidence netCDF (see inference/evaluation/study_math.py)"
+    )
     source.add_argument("--toy", type=int, metavar="N", help="toy evidence with N samples")
     parser.add_argument("--fields", default=None, help="comma-separated fields (default: all)")
     parser.add_argument("--n-bootstrap", type=int, default=1000)

@@ -25,9 +25,10 @@ tree depth across everything in its plate: the worst site sets them all. One
 joint run over ~100 sites had not finished its first chain in 50 minutes; two
 runs of four one-term metal sites each (4 chains × 750 iterations) took 589 s
 and 743 s, where one such site alone takes 4–6 s per 300-iteration chain. So
-the reference runs site by site by default (:func:`site_batches` can group a
-few sites of one type and one number of terms, no padded terms), each its own
-chains, the potential JIT-compiled (:func:`nuts_batch`).
+the reference runs site by site by default
+(:func:`inference.reference.nuts_batches.site_batches` can group a few sites of one
+type and one number of terms, no padded terms), each its own chains, the potential
+JIT-compiled (:func:`inference.reference.nuts_batches.nuts_batch`).
 """
 
 from __future__ import annotations

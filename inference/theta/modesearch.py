@@ -70,7 +70,7 @@ def newton(
 ) -> np.ndarray:
     """Maximise the expansion from u (P, 6): saddle-free Newton with backtracking, each step
     clipped to a box (per pair or shared) around `centre` (default: the start); compiled in
-    :func:`inference.theta._expansion_kernels.newton`."""
+    :func:`inference.theta._newton_kernels.newton`."""
     u = np.array(u, dtype=np.float64)
     centre = u.copy() if centre is None else np.array(centre, dtype=np.float64)
     box = np.ascontiguousarray(np.broadcast_to(box, u.shape), dtype=np.float64)
@@ -83,7 +83,7 @@ def _round(exp: Expansion, u: np.ndarray, u_img: np.ndarray, iterations: int, bo
 
     The box is `box` or 1.5 marginal sd, whichever is wider, around the current point —
     the optics (σ, dx, dy) around the point of the current images; compiled in
-    :func:`inference.theta._expansion_kernels.rounds`.
+    :func:`inference.theta._newton_kernels.rounds`.
     """
     return kernels.rounds(
         np.ascontiguousarray(u, dtype=np.float64),
