@@ -1,7 +1,8 @@
-"""Second training stage: the amortized guide (Pyro SVI, CSIS) and the likelihood temperature.
+"""The second and third training stages: the guide with the likelihood temperature, then the
+amortized shortcut.
 
-``ctxdefect train`` runs the likelihood stage (:mod:`likelihood.train`) and
-then this one; ``--stage guide`` runs this one alone on an existing model.
+``ctxdefect train`` runs the likelihood stage (:mod:`likelihood.train`), then these two;
+``--stage guide`` or ``--stage amortized`` runs one alone on an existing model.
 
 1. The guide q(c | x, m), q(θ | x, m, c) (:mod:`inference.posterior.guide`) is trained
    on patches streamed from the bank (every case, class and variant, dose
@@ -11,7 +12,9 @@ then this one; ``--stage guide`` runs this one alone on an existing model.
    of another seed, through the full posterior path (guide, mode search,
    importance sampling, uniform class prior, context known). A τ near 1 says
    the likelihood and the θ integral are right as they are; it is stored and
-   reported either way.
+   reported either way (:func:`train_posterior`).
+3. The amortized shortcut's network (:mod:`inference.posterior.shortcut`) is trained, and
+   its margin chosen against the θ integral (:func:`train_amortized`).
 """
 
 from __future__ import annotations
@@ -145,8 +148,8 @@ def train_amortized(
     `model_path` with the guide at `posterior_path` (:func:`choose_margin`), and the
     network is written to `out` with that margin and the table it was chosen from.
     """
-    from inference.posterior.artifact import load_posterior
-    from inference.posterior.shortcut import SiteClassifier, save_amortized, train_classifier
+    from inference.posterior.artifact import load_posterior, save_amortized
+    from inference.posterior.shortcut import SiteClassifier, train_classifier
 
     say = log or (lambda _: None)
     torch.manual_seed(seed)
