@@ -6,12 +6,12 @@ background and dose for the field, Poisson counts and read noise) — written as
 ImageJ TIFF whose only calibration is its pixel size. Everything after the file
 is what you would run on your own image:
 
-1. :func:`inference.images.read_image` reads the frame and its pixel size.
+1. :func:`inference.image.io.read_image` reads the frame and its pixel size.
 2. The context holds what you know — host, dopant, detector — and leaves the
    beam energy unknown (the TIFF does not record it): the image's sites decide
    between the 60, 80 and 200 kV cases, p(m | image), and every site's class
    posterior is mixed over it.
-3. :func:`inference.classify.classify_image` finds the lattice, cuts the
+3. :func:`inference.image.classify.classify_image` finds the lattice, cuts the
    patches and returns a SitePosterior under both class priors; written to
    netCDF with a map PNG.
 
@@ -47,6 +47,7 @@ def stand_in_micrograph(path: Path, *, side: int, dose: float, seed: int):
     import tifffile
 
     from prob.context import Context
+    from prob.io import atomic_write
     from simulate.field import render_field, simulate_field
     from simulate.templates import SAMPLING
 
@@ -63,15 +64,14 @@ def stand_in_micrograph(path: Path, *, side: int, dose: float, seed: int):
     rates = {"metal": np.array([0.85, 0.10, 0.05]), "chalcogen": np.array([0.84, 0.12, 0.04, 0.0])}
     field = simulate_field(truth_context, rates, shape=(side, side), seed=seed)
     image = render_field(field, dose=dose, seed=seed + 1)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tifffile.imwrite(
-        tmp,
-        image.astype(np.float32),
-        imagej=True,
-        resolution=(1 / SAMPLING, 1 / SAMPLING),
-        metadata={"unit": "angstrom"},
-    )
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        tifffile.imwrite(
+            tmp,
+            image.astype(np.float32),
+            imagej=True,
+            resolution=(1 / SAMPLING, 1 / SAMPLING),
+            metadata={"unit": "angstrom"},
+        )
     return field
 
 
@@ -80,10 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from scipy.spatial import cKDTree
 
-    from inference.classify import classify_image
-    from inference.commands import load_engine
-    from inference.images import read_image
-    from inference.maps import plot_map
+    from inference import classify_image, load_engine, plot_map, read_image
     from prob import metrics
     from prob.classes import CLASSES
     from prob.context import Context

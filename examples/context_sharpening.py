@@ -11,7 +11,7 @@ four times with the same likelihood, knowing more each time:
     everything        + beam energy and detector: the case itself
 
 Each posterior is the exact marginal over the cases consistent with what is
-known (:meth:`inference.posterior.PosteriorEngine.evidence` over those cases,
+known (:meth:`inference.posterior.engine.PosteriorEngine.evidence` over those cases,
 context-aware class priors per case). Printed per level: accuracy, ECE, mean
 entropy [nats] and the entropy reduction against knowing nothing with its
 paired-bootstrap 95 % interval; then the sites whose class stays uncertain
@@ -41,13 +41,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     args = parse_args(argv)
-    from inference.commands import load_engine
-    from inference.evaluate import bank_cases
+    from inference import bank_cases, default_bank_path, load_engine
     from prob import metrics
     from prob.classes import CLASSES, site_type_of
     from prob.context import Context
     from prob.io import read_netcdf
-    from simulate.cli import default_bank_path
     from simulate.renderer import PatchGenerator
 
     bank = read_netcdf(default_bank_path(), kind="TemplateBank")

@@ -41,6 +41,8 @@ def montage(ds, path: Path, per_class: int = 4) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from prob.io import atomic_write
+
     labels = list(np.unique(ds["class"].values))
     fig, axes = plt.subplots(
         len(labels), per_class, figsize=(1.6 * per_class, 1.6 * len(labels)), squeeze=False
@@ -57,20 +59,18 @@ def montage(ds, path: Path, per_class: int = 4) -> Path:
             ax.set_yticks([])
             ax.set_title(f"{label} {dose[i]:.0e}", fontsize=7)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    tmp.replace(path)
     return path
 
 
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     args = parse_args(argv)
-    from inference.evaluate import bank_cases
+    from inference import bank_cases, default_bank_path
     from prob.context import DETECTORS, Context
     from prob.io import read_netcdf, write_netcdf
-    from simulate.cli import default_bank_path
     from simulate.renderer import NuisancePrior, render_patch_set
 
     inner, outer = DETECTORS[args.detector]

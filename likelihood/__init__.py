@@ -1,1 +1,1 @@
-"""The metadata-conditioned neural likelihood p(x | class, θ, context) (not built yet)."""
+"""The metadata-conditioned neural likelihood p(x | class, θ, context), and its training."""

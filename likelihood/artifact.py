@@ -11,8 +11,6 @@ time), ``training`` (settings and the validation curve) and ``provenance``
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import numpy as np
 import torch
 
 from likelihood.model import LikelihoodConfig, NeuralLikelihood
+from prob.io import atomic_write
 from prob.provenance import provenance
 from simulate.columns import RADII
 
@@ -49,16 +48,10 @@ def bank_hash(bank) -> str:
 
 
 def atomic_torch_save(obj, path) -> Path:
-    """``torch.save`` to a temp file beside `path`, then rename: nothing half-written."""
+    """``torch.save`` through :func:`prob.io.atomic_write`: nothing half-written."""
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
+    with atomic_write(target) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return target
 
 

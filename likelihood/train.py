@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from likelihood.artifact import atomic_torch_save, bank_fingerprint, save_model
+from likelihood.best import BestState
 from likelihood.model import LikelihoodConfig, NeuralLikelihood
 from likelihood.profiles import recover_profiles
 from prob.classes import CLASSES
@@ -219,6 +220,7 @@ def train(
                 )
             return float(torch.cat(nll).mean()) / x[0].numel()
 
+    best = BestState(state["best"], state["best_state"])
     started = time.monotonic() - state["elapsed"]
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(desc="training", disable=not show, unit="step", initial=state["step"])
@@ -260,22 +262,16 @@ def train(
                     round(state["elapsed"], 1),
                 )
             )
-            if value < state["best"] - 1e-6:
-                state.update(
-                    best=value,
-                    since_best=0,
-                    best_state={k: v.clone() for k, v in model.state_dict().items()},
-                )
+            if best.offer(value, model, margin=1e-6):
+                state.update(best=best.value, best_state=best.state, since_best=0)
             elif state["stage"] == 2:
                 state["since_best"] += 1
             if state["stage"] == 1 and state["step"] >= config.pretrain_steps:
                 refine_profiles(model, features_t, profiles_t, config.refine_iterations)
                 value = validate()
                 log(f"refined the profile fit: validation NLL {value:.5f} nats/pixel")
-                if value < state["best"]:
-                    state.update(
-                        best=value, best_state={k: v.clone() for k, v in model.state_dict().items()}
-                    )
+                if best.offer(value, model):
+                    state.update(best=best.value, best_state=best.state)
                 state.update(stage=2)
                 optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
             out_of_time = state["elapsed"] > 60 * config.minutes
@@ -296,8 +292,7 @@ def train(
             if done:
                 break
     bar.close()
-    if state["best_state"] is not None:
-        model.load_state_dict(state["best_state"])
+    best.restore(model)
     save_model(
         model,
         out,

@@ -17,7 +17,7 @@ SitePosterior  ``probability(prior, site, class)``, ``entropy(prior, site)``
                param)``, ``pareto_k(site)``; coords ``x``, ``y`` [px],
                ``site_type``; optional ``true_class(site)``.
 MetadataStudy  which context fields reduce posterior ambiguity
-               (:mod:`inference.study`): ``expected_entropy(subset)`` [nats]
+               (:mod:`inference.evaluation.study`): ``expected_entropy(subset)`` [nats]
                and ``accuracy(subset)`` per subset of fields, ``shapley``,
                ``loo_gain``, ``add_one_gain(field)``, ``cmi(subset, field)``,
                ``pair_resolution(pair, field)``, ``case_entropy(case, subset)``.
@@ -453,7 +453,8 @@ def metadata_study(
     seed: int | None = None,
     attrs: Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
-    """A MetadataStudy from xarray ``(dims, values[, attrs])`` tuples (built by inference.study).
+    """A MetadataStudy from xarray ``(dims, values[, attrs])`` tuples (built by
+    :mod:`inference.evaluation.study`).
 
     ``attrs`` must hold ``shapley_sum``, ``entropy_gap_total`` [nats],
     ``efficiency_mc_error`` [nats] and ``monotonicity_violations``.

@@ -3,8 +3,9 @@
 netCDF attributes hold strings and numbers only. Attributes that are bools,
 None, dicts, lists or tuples are stored as a string ``"json:<JSON>"`` and
 decoded on read, so a dataset read back is identical to the one written.
-Writes go to a temporary file in the target's folder, then ``os.replace`` it:
-a failure at any point leaves nothing at the target path.
+Every file ctxdefect writes goes through :func:`atomic_write`: a temporary file in
+the target's folder, then ``os.replace`` onto it — a failure at any point leaves
+nothing at the target path.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
-from collections.abc import Mapping, Sequence
+import secrets
+import stat
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,17 +61,36 @@ def _map_attrs(ds: xr.Dataset, fn: Any) -> xr.Dataset:
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike):
-    """A temporary path beside `target` to write to; renamed onto `target` on success,
-    removed on failure (nothing half-written is left)."""
+def atomic_write(target: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside `target` to write to: renamed onto `target` when the block
+    ends, removed if anything (even a KeyboardInterrupt) escapes it — nothing half-written
+    is ever at `target`.
+
+    The temporary file is created empty, in `target`'s folder, with the mode a new file
+    gets under the user's umask; before the rename it takes the mode of the file it
+    replaces, if there is one. Its name ends with `target`'s suffix, so that writers that
+    add a missing suffix (``np.save``) or choose the format by it (``savefig``) write to it.
+    """
     target = Path(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    while True:
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp{target.suffix}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:  # pragma: no cover - a 32-bit name taken
+            continue
+        break
     try:
+        created = stat.S_IMODE(os.fstat(fd).st_mode)
+        os.close(fd)
         yield tmp
+        try:
+            mode = stat.S_IMODE(os.stat(target).st_mode)
+        except FileNotFoundError:
+            mode = created
+        os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -85,7 +106,7 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, *, compress: Sequence[
         raise ValueError(f"path={str(target)!r}: folder {str(target.parent)!r} does not exist")
     encoded = _map_attrs(ds, encode_attrs)
     encoding = {name: {"zlib": True, "complevel": 4, "shuffle": True} for name in compress}
-    with atomic_path(target) as tmp:
+    with atomic_write(target) as tmp:
         encoded.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
     return target
 

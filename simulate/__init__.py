@@ -1,1 +1,1 @@
-"""Physics: abTEM template bank and the nuisance renderer (not built yet)."""
+"""Physics: the abTEM template bank and the nuisance renderer that turns it into patches."""

@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from prob.classes import CLASSES, applies
 from prob.context import NONE
 from prob.datasets import template_bank
 from prob.grid import Case
+from prob.io import atomic_write
 from prob.materials import get_host
 from simulate.cell import simulate_window
 from simulate.columns import RADII, ColumnKind, detector_profile, simulate_profile
@@ -166,14 +166,8 @@ class RunCache:
 
     def save(self, run: Run, array: np.ndarray) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".run.", suffix=".npy", dir=self.folder)
-        os.close(fd)
-        try:
+        with atomic_write(self.path(run)) as tmp:
             np.save(tmp, np.asarray(array, dtype=np.float32))
-            os.replace(tmp, self.path(run))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
 
 def _species(label: str, context) -> str:

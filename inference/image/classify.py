@@ -1,0 +1,288 @@
+"""An image, end to end: sites, patches, image-level context, per-site posteriors, summary.
+
+1. Sites: columns found, 2H lattice fitted, sublattices assigned
+   (:mod:`inference.image.sites`); which sublattice is brighter comes from the
+   likelihood's own templates for the context. Patches are cut in the
+   template frame at the model's sampling. When the image already has that
+   sampling and the lattice lies along the template axes (mod 120°), sites
+   are rounded to whole pixels and cut without interpolation (interpolation
+   would smooth the counting noise the likelihood expects); the sub-pixel
+   remainder is the nuisance offset's job.
+2. Image-level context: the grid cases consistent with what is known
+   (flags, then file metadata) share one latent m for the whole image,
+   p(m | image) ∝ Π_i Σ_c π(c | m) p(x_i | c, m)^(1/τ) over unflagged sites.
+3. Per site: p(c | x_i, image) = Σ_m p(m | image) p(c | x_i, m), under both
+   class priors — "context_free" (uniform over the classes each case allows)
+   and "context_aware" (concentrations and knock-on, or the user's).
+4. Summary: MAP counts per class; dopant / vacancy fractions with 95 %
+   credible intervals (site classes drawn from their posteriors, then the
+   fraction's Beta posterior given the drawn counts); flagged sites.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import xarray as xr
+from tqdm.auto import tqdm
+
+from inference.image.io import Image
+from inference.image.neighbours import NeighbourField
+from inference.image.sites import Sites, cut_patches, find_sites
+from inference.posterior.engine import PosteriorEngine
+from inference.posterior.evidence import SiteEvidence, logsumexp
+from inference.theta.psis import K_HAT_LIMIT
+from prob.classes import CLASSES, applies, classes_of
+from prob.context import Context
+from prob.datasets import PRIORS, site_posterior
+from prob.grid import Case, consistent_cases
+from prob.materials import host_of
+from simulate.templates import SAMPLING, WINDOW
+
+_PRIOR_KIND = {"context_free": "uniform", "context_aware": "context_aware"}
+"""The candidates' class prior (:meth:`CandidateSet.log_prior`) of each of
+:data:`prob.datasets.PRIORS`."""
+
+
+def image_context(context: Context, image: Image) -> Context:
+    """`context` with kV and detector taken from the file where the user left them unknown."""
+    fields = {}
+    if context.kv is None and image.kv is not None:
+        fields["kv"] = image.kv
+    if context.detector_inner is None and image.detector is not None:
+        fields["detector_inner"], fields["detector_outer"] = image.detector
+    return context.replace(pixel_size=image.pixel_size, **fields)
+
+
+def metal_brighter(engine: PosteriorEngine, cases: list[Case]) -> bool:
+    """Whether metal columns outshine chalcogen pairs, by the likelihood's templates (majority)."""
+    pairs = [(c.context, "M") for c in cases] + [(c.context, "X2") for c in cases]
+    with torch.no_grad():
+        t = engine.model.templates([p[0] for p in pairs], [p[1] for p in pairs], [0] * len(pairs))
+    centre = t[:, WINDOW // 2, WINDOW // 2].numpy()
+    return bool(np.mean(centre[: len(cases)] > centre[len(cases) :]) >= 0.5)
+
+
+class _Turned:
+    """A fitted lattice seen through a turn by a multiple of 120° (a symmetry of every site)."""
+
+    def __init__(self, lattice, angle: float) -> None:
+        self._lattice, self.template_angle = lattice, angle
+
+    def __getattr__(self, name: str):
+        return getattr(self._lattice, name)
+
+
+def _aligned(sites: Sites) -> Sites:
+    """Sites rounded to whole pixels with the template angle taken mod 120° to 0, if possible."""
+    lat = sites.lattice
+    turn = (lat.template_angle + 60.0) % 120.0 - 60.0
+    if abs(lat.pixel_size - SAMPLING) > 0.005 * SAMPLING or abs(turn) > 0.3:
+        return sites
+    return dataclasses.replace(
+        sites, x=np.round(sites.x), y=np.round(sites.y), lattice=_Turned(lat, 0.0)
+    )
+
+
+def classify_image(
+    image: Image,
+    context: Context,
+    engine: PosteriorEngine,
+    *,
+    temperature: float = 1.0,
+    overrides: dict | None = None,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+    progress: bool = False,
+    chunk: int = 4096,
+    neighbours: bool = True,
+) -> tuple[xr.Dataset, dict]:
+    """(SitePosterior, summary) of every lattice site of `image`.
+
+    Sites are evaluated `chunk` at a time (a progress bar when `progress`), so the
+    memory held is the image, its patches and the per-site results, whatever its size.
+    With `neighbours`, sites next to probable defects are evaluated a second time with
+    those neighbours in their templates (:class:`~inference.image.neighbours.NeighbourField`).
+    """
+    say = log or (lambda _: None)
+    if context.host is None:
+        raise ValueError("host=None: classify needs the host (e.g. --host MoS2)")
+    context = image_context(context, image)
+    cases = consistent_cases(context)
+    if not cases:
+        raise ValueError(f"context={context.to_json()}: no grid case is consistent with it")
+    lattice_constant = host_of(context.host_metal, context.host_chalcogen).a
+    sites = find_sites(
+        image, lattice_constant=lattice_constant, metal_brighter=metal_brighter(engine, cases)
+    )
+    fitted = np.stack([sites.x, sites.y], 1)  # lattice positions before rounding
+    sites = _aligned(sites)
+    patches = cut_patches(image, sites, sampling=SAMPLING)
+    say(f"{len(sites)} sites ({int((sites.site_type == 'metal').sum())} metal), {len(cases)} cases")
+    flagged = sites.edge | sites.contaminated | sites.off_lattice
+
+    def evaluate(rows, site_type, bar, offsets=None) -> SiteEvidence:
+        """The evidence of `rows`, `chunk` sites at a time (bounded memory at any size)."""
+        parts = []
+        for lo in range(0, len(rows), chunk):
+            part = rows[lo : lo + chunk]
+            offset = None if offsets is None else offsets(part)
+            parts.append(engine.evidence(patches[part], site_type, cases, seed=seed, offset=offset))
+            bar.update(len(part))
+        return _concatenate(parts)
+
+    evidence = {}
+    with tqdm(total=len(sites), unit="site", disable=not progress, leave=False) as bar:
+        for site_type in ("metal", "chalcogen"):
+            rows = np.nonzero(sites.site_type == site_type)[0]
+            if len(rows):
+                evidence[site_type] = (rows, evaluate(rows, site_type, bar))
+                say(f"{site_type}: {len(rows)} sites evaluated")
+    n = len(sites)
+    probability, case_post = _posteriors(evidence, cases, flagged, overrides, temperature, n)
+    if neighbours and hasattr(engine, "model"):
+        best = int(np.argmax(case_post["context_aware"]))
+        aware = probability[PRIORS.index("context_aware")]
+        field = NeighbourField(engine.model, sites, aware, cases[best].context, fitted=fitted)
+        with tqdm(total=len(sites), unit="site", disable=not progress, leave=False) as bar:
+            for site_type, (rows, ev) in evidence.items():
+                again = rows[field.affected[rows]]
+                bar.update(len(rows) - len(again))
+                if len(again):
+                    new = evaluate(again, site_type, bar, offsets=field.offsets)
+                    for name in _EVIDENCE_FIELDS:
+                        getattr(ev, name)[np.searchsorted(rows, again)] = getattr(new, name)
+                    if ev.amortized is not None:
+                        ev.amortized[np.searchsorted(rows, again)] = False
+                say(f"{site_type}: {len(again)} sites next to probable defects evaluated again")
+        probability, case_post = _posteriors(evidence, cases, flagged, overrides, temperature, n)
+    theta_mean = np.full((n, 6), np.nan)
+    theta_sd = np.full((n, 6), np.nan)
+    pareto = np.full(n, np.nan)
+    amortized = np.zeros(n, dtype=bool)
+    for _site_type, (rows, ev) in evidence.items():
+        if ev.amortized is not None:
+            amortized[rows] = ev.amortized
+        lp = ev.cset.log_prior("context_aware", overrides)
+        lp = lp + np.log(np.maximum(case_post["context_aware"], 1e-300))[:, None]
+        theta_mean[rows], theta_sd[rows], pareto[rows] = ev.site_summary(lp, temperature)
+    best = int(np.argmax(case_post["context_aware"]))
+    ds = site_posterior(
+        probability,
+        x=sites.x,
+        y=sites.y,
+        site_type=list(sites.site_type),
+        theta_mean=theta_mean,
+        theta_sd=theta_sd,
+        pareto_k=pareto,
+        context=context,
+        seed=seed,
+        attrs={
+            "temperature": temperature,
+            "map_case": cases[best].name,
+            "case_posterior": {
+                c.name: float(p)
+                for c, p in zip(cases, case_post["context_aware"], strict=True)
+                if p > 1e-4
+            },
+            **sites.to_dataset().attrs,
+        },
+    )
+    flags = sites.to_dataset()
+    for name in ("found", "edge", "off_lattice", "contaminated"):
+        ds[name] = ("site", flags[name].values)
+    ds["khat_flag"] = ("site", pareto > K_HAT_LIMIT)
+    ds["amortized"] = ("site", amortized)
+    ds["amortized"].attrs["description"] = (
+        "class and θ from the amortized network (decisive site, context known); no k̂"
+    )
+    return ds, summarise(ds, seed=seed)
+
+
+def _posteriors(evidence, cases, flagged, overrides, temperature, n):
+    """Class posteriors (prior, site, class) and the image's case posterior per class prior.
+
+    The context is one for the whole image: p(m | all unflagged sites), then each
+    site's p(c | x_i) mixes its p(c | x_i, m) over it.
+    """
+    probability = np.zeros((len(PRIORS), n, len(CLASSES)))
+    case_post = {}
+    for k, name in enumerate(PRIORS):
+        log_m = np.zeros(len(cases))
+        per_type = {}
+        for site_type, (rows, ev) in evidence.items():
+            lp = ev.cset.log_prior(
+                _PRIOR_KIND[name], overrides if name == "context_aware" else None
+            )
+            lj = ev.log_joint_case_class(lp, temperature)  # (site, case, class)
+            per_case = logsumexp(lj, axis=2)  # log p(x_i | m)
+            log_m += np.where(flagged[rows][:, None], 0.0, per_case).sum(0)
+            per_type[site_type] = (rows, ev, lj, per_case)
+        post_m = np.exp(log_m - logsumexp(log_m, axis=0))
+        case_post[name] = post_m
+        for rows, ev, lj, per_case in per_type.values():
+            with np.errstate(invalid="ignore"):  # −∞ − (−∞) where a case allows nothing
+                cond = np.exp(lj - per_case[..., None])  # p(c | x_i, m)
+            mixed = np.nan_to_num(np.einsum("m,smc->sc", post_m, np.nan_to_num(cond)))
+            cols = [CLASSES.index(c) for c in ev.cset.labels]
+            probability[k][np.ix_(rows, cols)] = mixed / mixed.sum(1, keepdims=True)
+    return probability, case_post
+
+
+_EVIDENCE_FIELDS = ("log_evidence", "log_evidence_se", "pareto_k", "ess", "theta_mean", "theta_sd")
+"""The per-site arrays of a SiteEvidence (site axis first)."""
+
+
+def _concatenate(parts: list[SiteEvidence]) -> SiteEvidence:
+    if len(parts) == 1:
+        return parts[0]
+    fields = {name: np.concatenate([getattr(p, name) for p in parts]) for name in _EVIDENCE_FIELDS}
+    flags = [
+        np.zeros(len(p.log_evidence), dtype=bool) if p.amortized is None else p.amortized
+        for p in parts
+    ]
+    return SiteEvidence(cset=parts[0].cset, pit=None, amortized=np.concatenate(flags), **fields)
+
+
+def summarise(ds: xr.Dataset, *, seed: int = 0, draws: int = 2000) -> dict:
+    """Counts per MAP class and 95 % credible intervals of defect fractions (context-aware)."""
+    rng = np.random.default_rng(seed)
+    context = Context.from_attrs(ds.attrs)
+    p = ds["probability"].sel(prior="context_aware").values
+    flagged = ds["edge"].values | ds["contaminated"].values | ds["off_lattice"].values
+    use = ~flagged
+    map_class = np.array(CLASSES)[p.argmax(1)]
+    out: dict = {
+        "sites": len(p),
+        "sites_used": int(use.sum()),
+        "flagged_by_finder": int(flagged.sum()),
+        "flagged_by_khat": int(ds["khat_flag"].values.sum()),
+        "amortized": int(ds["amortized"].values.sum()) if "amortized" in ds else 0,
+        "counts": {c: int(((map_class == c) & use).sum()) for c in CLASSES},
+        "fractions": {},
+    }
+    for site_type, targets in (("metal", ("D", "VM")), ("chalcogen", ("VX", "VX2", "XS"))):
+        rows = use & (ds["site_type"].values == site_type)
+        if not rows.any():
+            continue
+        q = p[rows][:, [CLASSES.index(c) for c in classes_of(site_type)]]
+        cum = q.cumsum(1)
+        u = rng.random((draws, len(q), 1))
+        drawn = (u > cum[None]).sum(2)  # class index per draw and site
+        labels = classes_of(site_type)
+        for target in targets:
+            if not applies(target, context):
+                continue  # the context rules the class out (e.g. XS with no substituent)
+            count = (drawn == labels.index(target)).sum(1)
+            fraction = rng.beta(1 + count, 1 + len(q) - count)
+            lo, mid, hi = np.quantile(fraction, [0.025, 0.5, 0.975])
+            out["fractions"][target] = {
+                "median": float(mid),
+                "ci95": [float(lo), float(hi)],
+                "expected_count": float(q[:, labels.index(target)].sum()),
+                "of_sites": len(q),
+            }
+    return out

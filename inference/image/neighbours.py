@@ -1,0 +1,111 @@
+"""The second pass of :func:`inference.image.classify.classify_image`: each site's probable
+defective neighbours added to its templates (one mean-field step)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from inference.image.sites import Sites
+from prob.classes import CLASSES, classes_of
+from prob.context import Context
+from prob.materials import host_of
+from simulate.templates import SAMPLING, WINDOW
+
+
+class NeighbourField:
+    """What each site's probable defective neighbours change in its templates.
+
+    A template holds pristine neighbours (one defective one in a variant). Here each
+    neighbour within reach adds its expected column profile under its own posterior
+    (mean field, one step), minus the pristine column's: Σ_c p_j(c) (P_c − P_host),
+    placed where the template has that column, at each variant's defocus.
+    `probability` (n, 7) is the first pass's (context-aware), `context` the image's
+    MAP case; `fitted` (n, 2) [px] the lattice positions if `sites` holds them rounded.
+    Only neighbours with p(defect) of about 5 % or more count.
+    """
+
+    def __init__(
+        self, model, sites: Sites, probability: np.ndarray, context: Context, *, fitted=None
+    ) -> None:
+        from scipy.spatial import cKDTree
+
+        from likelihood.model import kind_features
+        from prob.classes import column_atoms
+        from simulate.columns import RADII, RADIUS_MAX
+        from simulate.templates import VARIANTS, kind_of, site_geometry
+
+        self.sites = sites
+        host = host_of(context.host_metal, context.host_chalcogen)
+        self.host = host
+        n = len(sites)
+        change = np.zeros((n, len(VARIANTS), len(RADII)))
+        for site_type, pristine in (("metal", "M"), ("chalcogen", "X2")):
+            kinds = {}
+            for c in classes_of(site_type):
+                try:
+                    kinds[c] = kind_of(column_atoms(c, context).elements, host)
+                except ValueError:  # a class this context does not allow (XS, no substituent)
+                    continue
+            cols = [CLASSES.index(c) for c in classes_of(site_type)]
+            m = sites.site_type == site_type
+            for v, variant in enumerate(VARIANTS):
+                rows = [
+                    kind_features(k, context, variant.defocus)
+                    for k in kinds.values()
+                    if k is not None
+                ]
+                with torch.no_grad():
+                    prof = model.profiles(np.array(rows)).double().cpu().numpy()
+                table = np.zeros((len(CLASSES), len(RADII)))
+                got = iter(prof)
+                for c, k in kinds.items():
+                    if k is not None:
+                        table[CLASSES.index(c)] = next(got)
+                table[cols] -= table[CLASSES.index(pristine)].copy()  # a vacancy: minus it
+                change[m, v] = probability[m][:, cols] @ table[cols]
+        self.change = change
+        scale = np.abs(change).max()
+        strong = np.abs(change).max(axis=(1, 2)) > 0.05 * scale if scale > 0 else np.zeros(n, bool)
+        p = sites.lattice.pixel_size
+        self.t = np.radians(sites.lattice.template_angle)
+        self.xy = (np.stack([sites.x, sites.y], 1) if fitted is None else np.asarray(fitted)) * p
+        strong_idx = np.nonzero(strong)[0]
+        self.reach = (WINDOW // 2) * SAMPLING * np.sqrt(2) + RADIUS_MAX
+        # each site's probable defects within reach (itself excluded)
+        self.near = [np.zeros(0, dtype=int)] * n
+        if strong.any():
+            found = cKDTree(self.xy[strong_idx]).query_ball_point(self.xy, self.reach)
+            self.near = [strong_idx[f][strong_idx[f] != i] for i, f in enumerate(found)]
+        self.affected = np.array([len(j) > 0 for j in self.near], dtype=bool)
+        self.ideal = {}  # (site type, variant) → neighbour type → the template's columns [Å]
+        for site_type in ("metal", "chalcogen"):
+            for v, variant in enumerate(VARIANTS):
+                g = site_geometry(host, site_type, variant)
+                self.ideal[site_type, v] = {
+                    "metal": np.array(g.metal),
+                    "chalcogen": np.array(g.chalcogen),
+                }
+        self._matrices: dict = {}
+
+    def offsets(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), variant, W, W) [fraction of the beam]."""
+        from likelihood.geometry import placement_matrix
+
+        out = np.zeros((len(rows), self.change.shape[1], WINDOW * WINDOW), dtype=np.float32)
+        t, types = self.t, self.sites.site_type
+        for r, i in enumerate(rows):
+            for j in self.near[i]:
+                dx, dy = self.xy[j] - self.xy[i]
+                uv = np.array([np.cos(t) * dx + np.sin(t) * dy, -np.sin(t) * dx + np.cos(t) * dy])
+                for v in range(out.shape[1]):
+                    options = self.ideal[types[i], v][types[j]]  # the template's own columns
+                    k = int(np.argmin(np.hypot(*(options - uv).T)))
+                    if np.hypot(*(options[k] - uv)) > 0.25 * self.host.a:
+                        continue  # the fit jitters by ~0.1 Å: not a column of this template
+                    key = (types[i], v, types[j], k)
+                    if key not in self._matrices:
+                        matrix = placement_matrix([tuple(options[k])]).astype(np.float32)
+                        self._matrices[key] = matrix
+                    out[r, v] += self._matrices[key] @ self.change[j, v].astype(np.float32)
+        return out.reshape(len(rows), -1, WINDOW, WINDOW)

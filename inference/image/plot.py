@@ -1,0 +1,66 @@
+"""The map PNG of a SitePosterior: MAP class over the image, confidence, and entropy."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from prob.classes import CLASSES
+from prob.io import atomic_write
+
+_COLOURS = {
+    "M": "#1f77b4",
+    "D": "#d62728",
+    "VM": "#ff7f0e",
+    "X2": "#2ca02c",
+    "VX": "#9467bd",
+    "VX2": "#e377c2",
+    "XS": "#8c564b",
+}
+
+
+def plot_map(image: np.ndarray, ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Two panels: the image with each site marked by its MAP class (context-aware; marker
+    opacity = its probability; flagged sites as crosses), and the per-site entropy [nats]."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p = ds["probability"].sel(prior="context_aware").values
+    x, y = ds["x"].values, ds["y"].values
+    map_class = np.array(CLASSES)[p.argmax(1)]
+    confidence = p.max(1)
+    flagged = ds["edge"].values | ds["contaminated"].values | ds["off_lattice"].values
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.2))
+    ax = axes[0]
+    ax.imshow(image, cmap="gray")
+    for label in CLASSES:
+        m = (map_class == label) & ~flagged
+        if m.any():
+            colours = np.zeros((m.sum(), 4))
+            colours[:] = matplotlib.colors.to_rgba(_COLOURS[label])
+            colours[:, 3] = 0.25 + 0.75 * confidence[m]
+            size = 10 if label in ("M", "X2") else 40
+            ax.scatter(x[m], y[m], s=size, c=colours, label=f"{label} ({m.sum()})", lw=0)
+    if flagged.any():
+        ax.scatter(x[flagged], y[flagged], s=12, c="yellow", marker="x", lw=0.8, label="flagged")
+    ax.legend(fontsize=7, loc="upper right", framealpha=0.8)
+    ax.set_title("MAP class (context-aware), opacity = probability")
+    ax.set_axis_off()
+    ax = axes[1]
+    ax.imshow(image, cmap="gray", alpha=0.4)
+    h = ds["entropy"].sel(prior="context_aware").values
+    sc = ax.scatter(x, y, c=h, s=14, cmap="magma", vmin=0, vmax=np.log(3))
+    fig.colorbar(sc, ax=ax, fraction=0.046, label="posterior entropy [nats]")
+    ax.set_title("Per-site entropy")
+    ax.set_axis_off()
+    fig.tight_layout()
+    target = Path(path)
+    with atomic_write(target) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return target
