@@ -36,9 +36,10 @@ structures, so it runs without phonons (static atoms), where the comparison
 is exact. Slicing matters because infinite projection puts an atom's potential
 on its slice's entrance plane: uniform slices move atoms in z by up to a
 slice. The reference slices are 0.1 Å thick with every atomic plane at a
-slice centre (the vacuum adjusted to fit; 0.2 Å is shown beside it). Every run is one JSON file under ``--out``
-(per-configuration intensities, settings, seconds): a restarted benchmark
-redoes nothing it has, and the raw numbers stay small enough to commit.
+slice centre (the vacuum adjusted to fit; 0.2 Å is shown beside it). Every
+run is one JSON file under ``--out`` (per-configuration intensities,
+settings, seconds): a restarted benchmark redoes nothing it has, and the raw
+numbers stay small enough to commit.
 
 **Choice and check.** Per axis the chosen value is the cheapest whose error
 (worst over host, kV, detector, the five columns and the M/X2 ratio) stays

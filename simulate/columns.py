@@ -5,7 +5,7 @@ sum of the images of its columns (ADF imaging of a thin object is incoherent;
 measured for MoS2 at 80 kV, frozen phonons off: summing the metal-only and the
 chalcogen-only images reproduces the full image to 0.4 % of the maximum at
 HAADF and 1.1 % at MAADF). So the bank is assembled from *column profiles*
-(:mod:`simulate.templates`), and ``benchmarks/bench_convergence.py --part columns``
+(:mod:`simulate.templates`), and ``benchmarks/bench_columns.py``
 measures the assembled templates against full-cell abTEM runs.
 
 A profile is the frozen-phonon-averaged flexible-detector signal of one column
@@ -31,7 +31,7 @@ direction. For a column alone that average splits exactly:
   by Gauss–Hermite nodes (``phonon_z_nodes``; 1 = the mean spacing).
 
 So the profiles carry no Monte-Carlo noise; the quadrature's error is measured
-against random frozen phonons by ``benchmarks/bench_convergence.py --part columns``.
+against random frozen phonons by ``benchmarks/bench_columns.py``.
 """
 
 from __future__ import annotations
