@@ -68,10 +68,11 @@ def read_payload(path, *, field: str, fmt: str, version: int) -> dict:
         raise ValueError(f"{field}={str(source)!r}: no such file")
     try:
         payload = torch.load(source, weights_only=True, map_location="cpu")
-    except Exception as err:  # truncated zip, pickle errors, ...
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    except Exception:  # truncated zip, pickle errors, ...: torch's messages help no user here
+        size = source.stat().st_size
         raise ValueError(
-            f"{field}={str(source)!r}: not a readable {field} file ({reason})"
+            f"{field}={str(source)!r}: not a readable {field} file ({size} bytes: damaged, "
+            "truncated or another kind of file); expected one written by ctxdefect train"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != fmt:
         raise ValueError(f"{field}={str(source)!r}: not a {fmt} file")

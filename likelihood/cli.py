@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from prob.io import read_netcdf
+from prob.io import read_netcdf, validate_output
 from prob.validate import validate_number, validate_seed
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train the neural likelihood on a TemplateBank")
     train.add_argument("--bank", help="TemplateBank (default: the shipped one)")
-    train.add_argument("--out", required=True, help="model file to write")
+    train.add_argument("--out", required=True, help="model file to write (.pt)")
+    train.add_argument("--overwrite", action="store_true", help="replace existing output files")
     train.add_argument("--minutes", default="25", help="wall-clock budget [min]")
     train.add_argument("--exclude-dopant", help="a dopant whose cases training never sees")
     train.add_argument("--seed", default="0")
@@ -27,31 +28,32 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _device(name: str) -> str:
+    if name not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"device={name!r}: expected cpu, cuda or auto")
+    if name == "cpu":
+        return name
     import torch
 
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"device={name!r}: expected cpu, cuda or auto")
-    if name == "cuda" and not torch.cuda.is_available():
+    if not torch.cuda.is_available():
         raise ValueError("device='cuda': no CUDA device is available")
     return name
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from likelihood.train import TrainConfig, train
     from simulate.cli import default_bank_path
 
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise ValueError(f"out={args.out!r}: folder {str(out.parent)!r} does not exist")
+    out = validate_output("out", args.out, suffixes=(".pt",), overwrite=args.overwrite)
+    seed = validate_seed("seed", args.seed)
+    minutes = validate_number(
+        "minutes", args.minutes, low=0, low_inclusive=False, unit="min", what="a duration"
+    )
+    device = _device(args.device)
+    from likelihood.train import TrainConfig, train  # torch: after the checks
+
     config = TrainConfig(
-        seed=validate_seed("seed", args.seed),
-        minutes=validate_number(
-            "minutes", args.minutes, low=0, low_inclusive=False, unit="min", what="a duration"
-        ),
-        exclude_dopant=args.exclude_dopant,
-        device=_device(args.device),
+        seed=seed, minutes=minutes, exclude_dopant=args.exclude_dopant, device=device
     )
     bank_path = args.bank or default_bank_path()
     bank = read_netcdf(bank_path, kind="TemplateBank")

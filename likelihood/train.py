@@ -49,7 +49,8 @@ class TrainConfig:
     ----------
     seed : int
     minutes : float
-        Wall-clock budget of the whole training (both stages, across restarts).
+        Wall-clock budget of the whole training (both stages, across restarts); when
+        it runs out, training stops at the next step, in either stage.
     pretrain_steps : int
         Adam steps of the profile regression (stage 1).
     refine_iterations : int
@@ -250,7 +251,8 @@ def train(
         optimizer.step()
         state["step"] += 1
         bar.update()
-        if state["step"] % config.check_every == 0:
+        out_of_time = time.monotonic() - started > 60 * config.minutes
+        if state["step"] % config.check_every == 0 or out_of_time:
             value = validate()
             state["elapsed"] = time.monotonic() - started
             state["history"].append(
@@ -266,7 +268,7 @@ def train(
                 state.update(best=best.value, best_state=best.state, since_best=0)
             elif state["stage"] == 2:
                 state["since_best"] += 1
-            if state["stage"] == 1 and state["step"] >= config.pretrain_steps:
+            if state["stage"] == 1 and state["step"] >= config.pretrain_steps and not out_of_time:
                 refine_profiles(model, features_t, profiles_t, config.refine_iterations)
                 value = validate()
                 log(f"refined the profile fit: validation NLL {value:.5f} nats/pixel")
@@ -274,8 +276,7 @@ def train(
                     state.update(best=best.value, best_state=best.state)
                 state.update(stage=2)
                 optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
-            out_of_time = state["elapsed"] > 60 * config.minutes
-            done = state["stage"] == 2 and (state["since_best"] >= config.patience or out_of_time)
+            done = out_of_time or (state["stage"] == 2 and state["since_best"] >= config.patience)
             atomic_torch_save(
                 {
                     "fingerprint": fingerprint,

@@ -33,6 +33,45 @@ NONE = "none"
 DETECTORS: dict[str, tuple[float, float]] = {"MAADF": (40.0, 100.0), "HAADF": (80.0, 200.0)}
 """Named annular detector geometries (inner, outer) [mrad]."""
 
+
+def parse_detector(values: str | Sequence[str], field: str = "detector") -> tuple[float, float]:
+    """A detector given by name (``MAADF``, ``HAADF``) or as its angles ``INNER OUTER`` [mrad].
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, a count other than 1 or 2, or angles not 0 ≤ inner < outer ≤ 500.
+    """
+    items = [values] if isinstance(values, str) else list(values)
+    if len(items) == 1:
+        name = str(items[0])
+        if name.upper() in DETECTORS:
+            return DETECTORS[name.upper()]
+        raise ValueError(
+            f"{field}={name!r}: expected a name ("
+            + ", ".join(f"{k} {a:g}–{b:g} mrad" for k, (a, b) in DETECTORS.items())
+            + ") or two angles INNER OUTER [mrad]"
+        )
+    if len(items) != 2:
+        raise ValueError(f"{field}={' '.join(map(str, items))!r}: expected a name or two angles")
+    inner = validate_number(f"{field}_inner", items[0], low=0, high=500, unit="mrad")
+    outer = validate_number(f"{field}_outer", items[1], low=0, high=500, unit="mrad")
+    if not inner < outer:
+        raise ValueError(f"{field}=({inner:g}, {outer:g}) mrad: expected inner < outer")
+    return inner, outer
+
+
+def detector_name(angles: tuple[float, float], field: str = "detector") -> str:
+    """The name of a grid detector with these `angles` [mrad]."""
+    for name, known in DETECTORS.items():
+        if tuple(map(float, angles)) == known:
+            return name
+    raise ValueError(
+        f"{field}=({angles[0]:g}, {angles[1]:g}) mrad: not a grid detector; expected "
+        + " or ".join(f"{k} ({a:g} {b:g})" for k, (a, b) in DETECTORS.items())
+    )
+
+
 ELEMENT_FIELDS = ("host_metal", "host_chalcogen", "dopant", "substituent")
 NUMERIC_FIELDS = (
     "kv",

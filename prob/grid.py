@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from prob.context import DETECTORS, NONE, Context
+from prob.context import DETECTORS, NONE, Context, detector_name, parse_detector
 from prob.elements import HOST_CHALCOGENS, HOST_METALS
 from prob.materials import HOSTS
 from prob.validate import validate_choice, validate_number
@@ -122,13 +122,25 @@ def select_cases(
     detector: str | None = None,
     grid: Grid | Literal["all"] = "all",
 ) -> list[Case]:
-    """Cases matching the given filters (None = any); filters are validated."""
+    """Cases matching the given filters (None = any); filters are validated.
+
+    `detector` is a name or its angles (see :func:`prob.context.parse_detector`); `kv`
+    must be one of :data:`BEAM_ENERGIES`.
+    """
     fields: dict = {}
     if detector is not None:
-        validate_choice("detector", detector, DETECTORS)
-        fields["detector_inner"], fields["detector_outer"] = DETECTORS[detector]
+        angles = parse_detector(detector)
+        detector_name(angles)  # a grid detector
+        fields["detector_inner"], fields["detector_outer"] = angles
     if kv is not None:
-        fields["kv"] = validate_number("kv", kv, low=20, high=300, unit="kV", what="a beam energy")
+        kv = validate_number("kv", kv, low=20, high=300, unit="kV", what="a beam energy")
+        if kv not in BEAM_ENERGIES:
+            raise ValueError(
+                f"kv={kv:g}: expected one of the grid's beam energies "
+                + ", ".join(f"{e:g}" for e in BEAM_ENERGIES)
+                + " kV"
+            )
+        fields["kv"] = kv
     partial = Context.from_host(host, dopant=dopant, **fields)
     return consistent_cases(partial, grid=grid)
 

@@ -78,6 +78,8 @@ def atomic_write(target: str | os.PathLike) -> Iterator[Path]:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:  # pragma: no cover - a 32-bit name taken
             continue
+        except OSError as err:  # say which file could not be written, not the temporary one
+            raise OSError(err.errno, err.strerror, str(target)) from None
         break
     try:
         created = stat.S_IMODE(os.fstat(fd).st_mode)
@@ -92,6 +94,87 @@ def atomic_write(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def validate_output(
+    field: str,
+    value: str | os.PathLike,
+    *,
+    suffixes: Sequence[str] = (".nc",),
+    overwrite: bool = False,
+    folder: bool = False,
+) -> Path:
+    """An output path, checked before any work: its folder exists and is writable, it is
+    not a folder (or, with ``folder=True``, not a file), its suffix is one of `suffixes`,
+    and it does not exist unless `overwrite`.
+
+    Raises
+    ------
+    ValueError
+        Naming `field`, the value and what was expected.
+    """
+    path = Path(value)
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{field}={str(value)!r}: a file is there; expected a folder")
+        parent = path.absolute().parent
+    else:
+        if path.is_dir():
+            raise ValueError(f"{field}={str(value)!r}: is a folder; expected a file name")
+        if path.suffix.lower() not in suffixes:
+            raise ValueError(
+                f"{field}={str(value)!r}: expected a file name ending in {' or '.join(suffixes)}"
+            )
+        if path.exists() and not overwrite:
+            raise ValueError(f"{field}={str(value)!r}: exists (pass --overwrite to replace it)")
+        parent = path.absolute().parent
+    if not parent.is_dir():
+        raise ValueError(f"{field}={str(value)!r}: folder {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{field}={str(value)!r}: folder {str(parent)!r} is not writable")
+    return path
+
+
+def validate_folder(
+    field: str, value: str | os.PathLike, *, contents: Sequence[str], overwrite: bool = False
+) -> Path:
+    """A folder for outputs named `contents`: it exists (and holds none of them, unless
+    `overwrite`) or its parent exists and is writable (the caller creates it).
+
+    Raises
+    ------
+    ValueError
+        Naming `field`, the value and what was expected.
+    """
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{field}={str(value)!r}: a file is there; expected a folder")
+    where = path if path.is_dir() else path.absolute().parent
+    if not where.is_dir():
+        raise ValueError(f"{field}={str(value)!r}: folder {str(where)!r} does not exist")
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise ValueError(f"{field}={str(value)!r}: folder {str(where)!r} is not writable")
+    present = [name for name in contents if (path / name).exists()]
+    if present and not overwrite:
+        raise ValueError(
+            f"{field}={str(value)!r}: already holds {', '.join(present)} "
+            "(pass --overwrite to replace them)"
+        )
+    return path
+
+
+def validate_distinct(**paths: Path | None) -> None:
+    """Refuse two outputs that name the same file (``--png`` equal to ``--out``)."""
+    seen: dict[Path, str] = {}
+    for field, path in paths.items():
+        if path is None:
+            continue
+        key = Path(path).absolute().resolve()
+        if key in seen:
+            raise ValueError(
+                f"{field}={str(path)!r}: the same file as {seen[key]}; expected another name"
+            )
+        seen[key] = field
 
 
 def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, *, compress: Sequence[str] = ()) -> Path:

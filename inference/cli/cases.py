@@ -13,7 +13,9 @@ def add_cases(sub: argparse._SubParsersAction) -> None:
     cases.add_argument("--host", help="host, e.g. MoS2")
     cases.add_argument("--dopant", help="metal dopant, e.g. Re ('none' for undoped)")
     cases.add_argument("--kv", help="beam energy [kV]")
-    cases.add_argument("--detector", help="detector geometry: MAADF or HAADF")
+    cases.add_argument(
+        "--detector", nargs="+", metavar="NAME|ANGLES", help="MAADF, HAADF, or INNER OUTER [mrad]"
+    )
     cases.add_argument("--grid", default="all", choices=(*GRIDS, "all"))
     cases.add_argument("--json", action="store_true", help="print a JSON list of objects")
     cases.set_defaults(run=_run)

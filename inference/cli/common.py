@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 
 def logger(quiet: bool) -> Callable[[str], None]:
@@ -13,12 +12,10 @@ def logger(quiet: bool) -> Callable[[str], None]:
     return (lambda _: None) if quiet else (lambda m: print(m, file=sys.stderr))
 
 
-def output_path(value: str) -> Path:
-    """An output path whose folder must exist (checked before any work is done)."""
-    out = Path(value)
-    if not out.parent.is_dir():
-        raise ValueError(f"out={value!r}: folder {str(out.parent)!r} does not exist")
-    return out
+PATCH_BYTES = 128e3
+"""Memory per held-out patch of ``evaluate`` and ``study`` [bytes], an upper estimate: the
+per-case evidence of every grid case and class (660 × 7, with its standard error) and
+the patch's share of the Evaluation dataset."""
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:

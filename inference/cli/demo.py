@@ -19,13 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from inference.cli.common import logger
 from prob import metrics
 from prob.classes import CLASSES
 from prob.context import Context
-from prob.io import atomic_write, write_netcdf
+from prob.io import atomic_write, validate_folder, write_netcdf
 from prob.validate import validate_seed
 
 CONTEXT = Context.from_host(
@@ -47,19 +46,28 @@ DOSE = 2e4  # [e/Å²]; low enough that some sites stay uncertain
 def add_demo(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="simulate a field with known truth and classify it")
     demo.add_argument("--out", default="ctxdefect-demo", help="folder for the outputs")
+    demo.add_argument("--overwrite", action="store_true", help="replace the outputs of a run")
     demo.add_argument("--seed", default="0")
     demo.add_argument("--quiet", action="store_true")
     demo.set_defaults(run=_run)
 
 
+OUTPUTS = ("field.npz", "demo_posterior.nc", "demo_map.png", "demo_result.json")
+"""The files :func:`run_demo` writes into its folder."""
+
+
 def _run(args: argparse.Namespace) -> int:
     log = logger(args.quiet)
-    result = run_demo(Path(args.out), seed=validate_seed("seed", args.seed), log=log)
+    seed = validate_seed("seed", args.seed)
+    out = validate_folder("out", args.out, contents=OUTPUTS, overwrite=args.overwrite)
+    result = run_demo(out, seed=seed, log=log)
     print(json.dumps(result, indent=1))
     return 0
 
 
 def run_demo(out: Path, *, seed: int = 0, log: Callable[[str], None] | None = None) -> dict:
+    from scipy.spatial import cKDTree
+
     from inference.image.classify import classify_image
     from inference.image.io import read_image
     from inference.image.plot import plot_map
@@ -69,7 +77,7 @@ def run_demo(out: Path, *, seed: int = 0, log: Callable[[str], None] | None = No
 
     say = log or (lambda _: None)
     start = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(exist_ok=True)
     field = simulate_field(CONTEXT, RATES, shape=(160, 160), seed=seed)
     image = render_field(field, dose=DOSE, seed=seed + 1)
     image_path = out / "field.npz"
@@ -113,6 +121,7 @@ def run_demo(out: Path, *, seed: int = 0, log: Callable[[str], None] | None = No
     ds.attrs["summary"] = summary
     write_netcdf(ds, out / "demo_posterior.nc")
     plot_map(image, ds, out / "demo_map.png")
-    (out / "demo_result.json").write_text(json.dumps(result, indent=1))
+    with atomic_write(out / "demo_result.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=1))
     say(f"wrote {out / 'demo_posterior.nc'}, {out / 'demo_map.png'}")
     return result

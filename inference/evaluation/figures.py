@@ -26,6 +26,16 @@ from prob.io import atomic_write
 _NAMES = {"context_aware": "context-aware", "context_free": "context-free", "ideal": "ideal"}
 
 
+FIGURES = (
+    "reliability.png",
+    "accuracy_vs_dose.png",
+    "entropy.png",
+    "confusion.png",
+    "theta_pit.png",
+)
+"""The files :func:`evaluation_figures` writes."""
+
+
 def _plt():
     import matplotlib
 

@@ -29,7 +29,16 @@ from typing import Any
 
 import numpy as np
 
-from inference.image.metadata import Calibration, from_rsciio, from_tiff, image_axes, to_angstrom
+from inference.image.metadata import (
+    Calibration,
+    as_kilovolts,
+    as_milliradians,
+    as_number,
+    from_rsciio,
+    from_tiff,
+    image_axes,
+    to_angstrom,
+)
 from prob.validate import validate_number
 
 FORMATS = {
@@ -144,7 +153,7 @@ def read_image(
     return Image(
         data=_read_only(data),
         pixel_size=_pixel_size(pixel_size, calibration, name),
-        kv=_kv(kv, calibration),
+        kv=_kv(kv, calibration, name),
         detector=_detector(detector, calibration),
         source=name,
         metadata=metadata,
@@ -167,8 +176,10 @@ def _read_only(data: np.ndarray) -> np.ndarray:
 
 
 def _select_frame(data: np.ndarray, frame: int | None, name: str) -> tuple[np.ndarray, int | None]:
-    if data.dtype.names is not None or np.iscomplexobj(data):
-        raise ValueError(f"image in {name!r}: dtype {data.dtype}; expected real intensities")
+    if data.dtype.names is not None or data.dtype.kind not in "iuf":
+        raise ValueError(
+            f"image in {name!r}: dtype {data.dtype}; expected real intensities (integer or float)"
+        )
     data = data.reshape([n for n in data.shape if n != 1]) if data.ndim > 2 else data
     if data.ndim == 3 and data.shape[-1] in (3, 4) and min(data.shape[:2]) > 4:
         raise ValueError(
@@ -237,12 +248,17 @@ def _pixel_size(override: float | None, calibration: Calibration, name: str) -> 
     return float(x)
 
 
-def _kv(override: float | None, calibration: Calibration) -> float | None:
+def _kv(override: float | None, calibration: Calibration, name: str) -> float | None:
     if override is not None:
         return validate_number("kv", override, low=20, high=300, unit="kV", what="a beam energy")
     kv = calibration.kv
-    if kv is not None and not 20 <= kv <= 300:  # a tag that is not the beam energy
-        calibration.found["kv_ignored"] = kv
+    if kv is not None and not 20 <= kv <= 300:
+        if calibration.found.get("kv") in _PLAIN:  # stated as the beam energy: refuse
+            raise ValueError(
+                f"kv={kv:g} kV (read from the file {name!r}): expected a beam energy in "
+                "[20, 300] kV (or in V); pass --kv to override"
+            )
+        calibration.found["kv_ignored"] = kv  # a metadata tag that is not the beam energy
         return None
     return kv
 
@@ -317,16 +333,37 @@ def _read_npz(path: Path) -> tuple[np.ndarray, Calibration]:
     return data, _scalars({k: v for k, v in arrays.items() if v.ndim == 0}, "npz")
 
 
+_PLAIN = ("npz", "attrs")
+"""Where :func:`_scalars` found a value: entries that state it outright (not a tag search)."""
+
+
 def _scalars(values: dict[str, Any], where: str) -> Calibration:
-    """Calibration from plain entries pixel_size [Å/px], kv [kV], detector_inner/outer [mrad]."""
+    """Calibration from plain entries pixel_size [Å/px], kv [kV] (or V: values above 1000,
+    converted), detector_inner/outer [mrad] (or rad: values below 1, converted).
+
+    Raises
+    ------
+    ValueError
+        For an entry that is not a finite positive number (said to be read from the file).
+    """
     calibration = Calibration()
+
+    def number(key: str, convert=lambda v: v) -> float:
+        value = as_number(values[key])
+        if value is None or value <= 0:
+            raise _Refusal(
+                f"{key}={values[key]!r} (read from the file): expected a positive number"
+            )
+        return float(convert(value))
+
     if values.get("pixel_size") is not None:
-        size = float(values["pixel_size"])
+        size = number("pixel_size")
         calibration.pixel_size, calibration.found["pixel_size"] = (size, size), where
     if values.get("kv") is not None:
-        calibration.kv, calibration.found["kv"] = float(values["kv"]), where
+        calibration.kv, calibration.found["kv"] = number("kv", as_kilovolts), where
     if values.get("detector_inner") is not None and values.get("detector_outer") is not None:
-        inner, outer = float(values["detector_inner"]), float(values["detector_outer"])
+        inner = number("detector_inner", as_milliradians)
+        outer = number("detector_outer", as_milliradians)
         calibration.detector, calibration.found["detector"] = (inner, outer), where
     return calibration
 

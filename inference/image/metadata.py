@@ -99,7 +99,7 @@ def _walk(tree: Mapping[str, Any], prefix: str = ""):
             yield path, str(key), value
 
 
-def _number(value: Any) -> float | None:
+def as_number(value: Any) -> float | None:
     try:
         number = float(value.decode() if isinstance(value, bytes) else value)
     except (TypeError, ValueError):
@@ -107,17 +107,17 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _kilovolts(value: Any) -> float | None:
+def as_kilovolts(value: Any) -> float | None:
     """A voltage given in V (values above 1000) or kV, as kV."""
-    number = _number(value)
+    number = as_number(value)
     if number is None or number <= 0:
         return None
     return number / 1e3 if number > 1000 else number
 
 
-def _milliradians(value: Any) -> float | None:
+def as_milliradians(value: Any) -> float | None:
     """An angle given in rad (values below 1) or mrad, as mrad."""
-    number = _number(value)
+    number = as_number(value)
     if number is None or number < 0:
         return None
     return number * 1e3 if number < 1 else number
@@ -165,7 +165,7 @@ def from_rsciio(signal: Mapping[str, Any]) -> Calibration:
     if isinstance(ncem, Mapping):  # NCEM EMD: attributes of the /microscope group
         kv_sources += [(f"microscope.{k}", v) for k, v in ncem.items() if _VOLTAGE_KEY.search(k)]
     for source, value in kv_sources:
-        kv = _kilovolts(value)
+        kv = as_kilovolts(value)
         if kv is not None:
             calibration.kv, calibration.found["kv"] = kv, source
             break
@@ -194,14 +194,14 @@ def _detector(original: Mapping[str, Any]) -> tuple[tuple[float, float] | None, 
     for path in candidates:
         span = lookup(original, path)
         if isinstance(span, Mapping):
-            inner, outer = _milliradians(span.get("begin")), _milliradians(span.get("end"))
+            inner, outer = as_milliradians(span.get("begin")), as_milliradians(span.get("end"))
             if inner is not None and outer is not None and inner < outer:
                 return (inner, outer), path
     inner_tags, outer_tags = [], []
     for path, key, value in _walk(original):
         name = key.lower()
         if "angle" in name and ("inner" in name or "outer" in name):
-            angle = _milliradians(value)
+            angle = as_milliradians(value)
             if angle is not None:
                 (inner_tags if "inner" in name else outer_tags).append((path, angle))
     if len(inner_tags) == 1 and len(outer_tags) == 1 and inner_tags[0][1] < outer_tags[0][1]:
@@ -240,7 +240,7 @@ def from_tiff(tif: Any) -> Calibration:
         height = to_angstrom(lookup(fei, "Scan.PixelHeight"), "m") or width
         calibration.pixel_size = (width, height)
         calibration.found["pixel_size"] = "fei_metadata.Scan.PixelWidth"
-    kv = _kilovolts(lookup(fei, "Beam.HV"))
+    kv = as_kilovolts(lookup(fei, "Beam.HV"))
     if kv is not None:
         calibration.kv, calibration.found["kv"] = kv, "fei_metadata.Beam.HV"
     return calibration
@@ -249,4 +249,4 @@ def from_tiff(tif: Any) -> Calibration:
 def _rational(value: Any) -> float | None:
     if isinstance(value, tuple) and len(value) == 2:
         return value[0] / value[1] if value[1] else None
-    return _number(value)
+    return as_number(value)
