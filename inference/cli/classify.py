@@ -81,8 +81,6 @@ def _run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     ds.attrs["summary"] = summary
-    ds.attrs["source_image"] = str(args.image)
-    ds.attrs["frame"] = -1 if image.metadata["frame"] is None else image.metadata["frame"]
     write_netcdf(ds, out)
     if png is not None:
         plot_map(image.data, ds, png)

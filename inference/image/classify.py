@@ -182,6 +182,8 @@ def classify_image(
         seed=seed,
         attrs={
             "temperature": temperature,
+            "source_image": image.source,
+            "frame": -1 if image.metadata.get("frame") is None else int(image.metadata["frame"]),
             "map_case": cases[best].name,
             "case_posterior": {
                 c.name: float(p)

@@ -237,13 +237,13 @@ def _pixel_size(override: float | None, calibration: Calibration, name: str) -> 
     x, y = calibration.pixel_size
     if abs(x - y) > _SQUARE_TOLERANCE * max(x, y):
         raise ValueError(
-            f"pixel_size=({x:g}, {y:g}) Å/px (x, y) in {name!r}: expected square pixels; "
-            "pass --pixel-size to override"
+            f"pixel_size=({x:g}, {y:g}) Å/px (x, y; read from the file {name!r}): expected "
+            "square pixels; pass --pixel-size to override"
         )
     if not low <= x <= high:
         raise ValueError(
-            f"pixel_size={x:g} Å/px in {name!r}: expected a pixel size in [{low:g}, {high:g}] "
-            "Å/px; pass --pixel-size to override"
+            f"pixel_size={x:g} Å/px (read from the file {name!r}): expected a pixel size in "
+            f"[{low:g}, {high:g}] Å/px; pass --pixel-size to override"
         )
     return float(x)
 

@@ -119,3 +119,15 @@ def test_cli_model_refuses_bad_files_in_one_line(tiny_bank, tmp_path, capsys):
         assert len(err) == 1 and (
             "not a readable model file" in err[0] or "schema_version is 1, expected 2" in err[0]
         )
+
+
+def test_the_time_budget_stops_the_first_stage_too(tiny_bank, tmp_path):
+    _, bank, _, _ = tiny_bank
+    config = TrainConfig(
+        pretrain_steps=4000, check_every=1000, minutes=0.001, batch=32, validation_size=64
+    )
+    lines = []
+    train(bank, tmp_path / "m.pt", config=config, progress=False, log=lines.append)
+    _, meta = load_model(tmp_path / "m.pt", bank=bank)
+    assert meta["training"]["steps"] < 1000  # the old loop ran all 4 000 profile steps first
+    assert not any(line.startswith("refined") for line in lines)

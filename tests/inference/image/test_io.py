@@ -265,7 +265,9 @@ def test_frame_of_a_single_image(tmp_path, frame):
 
 def test_pixel_size_out_of_range(tmp_path, frame):
     np.savez(tmp_path / "big.npz", image=frame, pixel_size=5.0)
-    with pytest.raises(ValueError, match=r"pixel_size=5 Å/px in .*expected .* \[0\.01, 2\] Å/px"):
+    with pytest.raises(
+        ValueError, match=r"pixel_size=5 Å/px \(read from the file .*expected .* \[0\.01, 2\] Å/px"
+    ):
         read_image(tmp_path / "big.npz")
     assert read_image(tmp_path / "big.npz", pixel_size=0.2).pixel_size == 0.2
     with pytest.raises(ValueError, match=r"pixel_size=0\.001: expected a pixel size in"):
@@ -297,3 +299,17 @@ def test_bad_overrides(tmp_path, frame, kwargs, match):
     np.save(tmp_path / "ok.npy", frame)
     with pytest.raises(ValueError, match=match):
         read_image(tmp_path / "ok.npy", pixel_size=0.1, **kwargs)
+
+
+def test_beam_energy_in_volts_is_converted_and_an_impossible_one_refused(tmp_path):
+    rng = np.random.default_rng(1)
+    image = rng.random((64, 64))
+    np.savez(tmp_path / "v.npz", image=image, pixel_size=0.2, kv=80000.0)
+    assert read_image(tmp_path / "v.npz").kv == 80.0
+    np.savez(tmp_path / "w.npz", image=image, pixel_size=0.2, kv=5e6)
+    with pytest.raises(ValueError, match=r"kv=5000 kV \(read from the file .*\[20, 300\] kV"):
+        read_image(tmp_path / "w.npz")
+    np.savez(
+        tmp_path / "d.npz", image=image, pixel_size=0.2, detector_inner=0.08, detector_outer=0.2
+    )
+    assert read_image(tmp_path / "d.npz").detector == (80.0, 200.0)  # rad → mrad
