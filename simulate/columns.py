@@ -27,8 +27,9 @@ direction. For a column alone that average splits exactly:
   (Gauss–Laguerre nodes, ``EngineConfig.phonon_radial_nodes``), its direction
   is uniform — with δ along x, the profile is averaged over the scan direction
   φ ∈ [0, π] by the trapezoid rule (``phonon_angles`` directions; the mirror
-  y → −y covers (π, 2π)) — and its z part, the change of the X–X spacing,
-  by Gauss–Hermite nodes (``phonon_z_nodes``; 1 = the mean spacing).
+  y → −y covers (π, 2π)) within ``phonon_core`` Å of the column and over φ = 0
+  and π beyond it (:func:`polar_positions`) — and its z part, the change of the
+  X–X spacing, by Gauss–Hermite nodes (``phonon_z_nodes``; 1 = the mean spacing).
 
 So the profiles carry no Monte-Carlo noise; the quadrature's error is measured
 against random frozen phonons by ``benchmarks/bench_columns.py``.
@@ -154,13 +155,32 @@ def phonon_nodes(kind: ColumnKind, config: EngineConfig, metals: set[str]):
     return nodes, float(s1 * s2 / np.sqrt(s_sq))
 
 
-def polar_positions(n_angles: int, box: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """Probe positions [Å] on n_angles rays from the column over φ ∈ [0, π], and φ."""
+def polar_positions(
+    n_angles: int, box: tuple[float, float], core: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Probe positions [Å] around the column and the weights that average them per radius.
+
+    Directions φ ∈ [0, π] (trapezoid rule, `n_angles` of them) within `core` Å of the
+    column, where a displaced atom makes the column anisotropic; beyond it, the rays
+    φ = 0 and π only, whose mean cancels the dipole part of the anisotropy (what is
+    left falls off as (|δ| / r)²). Returns positions (n, 2) and weights (n, len(RADII)):
+    ``profile = weights.T @ signal``.
+    """
     phi = np.linspace(0.0, np.pi, n_angles)
+    trapezoid = np.full(n_angles, 1.0 / (n_angles - 1))
+    trapezoid[[0, -1]] /= 2
     cx, cy = column_xy(box)
-    x = cx + RADII[None, :] * np.cos(phi)[:, None]
-    y = cy + RADII[None, :] * np.sin(phi)[:, None]
-    return np.stack([x.ravel(), y.ravel()], axis=1), phi
+    positions, weights = [(cx, cy)], [np.eye(1, RADII.size, 0)[0]]
+    for k, angle in enumerate(phi):
+        for j, r in enumerate(RADII[1:], start=1):
+            inner = r <= core + 1e-9
+            if not inner and 0 < k < n_angles - 1:
+                continue
+            w = np.zeros(RADII.size)
+            w[j] = trapezoid[k] if inner else 0.5
+            positions.append((cx + r * np.cos(angle), cy + r * np.sin(angle)))
+            weights.append(w)
+    return np.array(positions), np.array(weights)
 
 
 def simulate_profile(
@@ -191,14 +211,11 @@ def simulate_profile(
     if len(occupied) != 2:
         raise ValueError(f"kind={kind.name}: expected a column of one or two atoms")
     nodes, sigma_common = phonon_nodes(kind, config, metals)
-    positions, phi = polar_positions(config.phonon_angles, box)
-    trapezoid = np.full(phi.size, 1.0 / (phi.size - 1))
-    trapezoid[[0, -1]] /= 2
+    positions, weights = polar_positions(config.phonon_angles, box, config.phonon_core)
     average = 0.0
     for weight, offsets in nodes:
         signal = scan_polar(kind.atoms(offsets, box), positions, **kw)
-        signal = signal.reshape(phi.size, RADII.size, -1)
-        average = average + weight * np.tensordot(trapezoid, signal, axes=(0, 0))
+        average = average + weight * (weights.T @ signal.reshape(len(positions), -1))
     return radial_gaussian_blur(average, sigma_common)
 
 

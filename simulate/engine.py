@@ -69,6 +69,9 @@ class EngineConfig:
         Quadrature of a two-atom column profile's relative displacement: Gauss–
         Laguerre nodes in its size, trapezoid directions over [0, π], Gauss–
         Hermite nodes in its z part (:mod:`simulate.columns`).
+    phonon_core : float
+        Radius within which the directions are averaged; beyond it the two rays
+        φ = 0, π [Å].
     max_angle : float
         Largest scattering angle a detector reads [mrad].
     angle_step : float
@@ -90,6 +93,7 @@ class EngineConfig:
     phonon_radial_nodes: int = 3
     phonon_angles: int = 5
     phonon_z_nodes: int = 1
+    phonon_core: float = 3.0
     max_angle: float = 205.0
     angle_step: float = 5.0
     sigma_metal: float = 0.06
@@ -112,6 +116,7 @@ class EngineConfig:
             "potential_sampling", self.potential_sampling, low=0.005, high=0.2, unit="Å"
         )
         validate_number("antialias_margin", self.antialias_margin, low=1.0, high=5.0)
+        validate_number("phonon_core", self.phonon_core, low=0.0, high=8.0, unit="Å")
         validate_number("slice_lead", self.slice_lead, low=0.05, high=1.0, unit="Å")
         validate_number("max_angle", self.max_angle, low=50, high=500, unit="mrad")
         validate_number("sigma_metal", self.sigma_metal, low=0, high=0.3, unit="Å")

@@ -56,11 +56,16 @@ def test_static_atoms_take_a_single_node():
     assert len(nodes) == 1 and sigma == 0.0
 
 
-def test_polar_positions_cover_the_upper_half_plane():
-    positions, phi = polar_positions(5, (22.0, 18.0))
-    assert positions.shape == (5 * RADII.size, 2)
-    assert phi[0] == 0 and phi[-1] == pytest.approx(np.pi)
+def test_polar_positions_cover_the_upper_half_plane_and_average_each_radius():
+    positions, weights = polar_positions(5, (22.0, 18.0), core=3.0)
+    inner = int(np.sum(RADII[1:] <= 3.0 + 1e-9))
+    assert positions.shape == (1 + 5 * inner + 2 * (RADII.size - 1 - inner), 2)
+    assert weights.shape == (len(positions), RADII.size)
+    assert np.allclose(weights.sum(0), 1.0)  # each radius: weights summing to one
     centre = positions[0]
+    r = np.hypot(*(positions - centre).T)
+    assert np.allclose(RADII[np.argmax(weights, axis=1)], r)  # each position feeds its radius
+    assert np.all(np.count_nonzero(weights, axis=1) == 1)
     assert np.all(positions[:, 1] >= centre[1] - 1e-9)
     assert np.all(positions[:, 1] <= 18.0)  # inside the box
 
