@@ -27,15 +27,19 @@ nuisance θ = (amplitude, background, blur, dx, dy, dose):
 Steps 3–4 are drawn by :func:`simulate.poisson.record` (exact Poisson and
 Gaussian samplers compiled with numba, a few times faster than numpy's).
 
-**Priors on θ** (:class:`NuisancePrior`), independent:
+**Priors on θ** (:class:`NuisancePrior`), independent, wide enough for the
+instruments that record real images (an image's own calibration,
+:mod:`inference.image.calibration`, puts it in these units first):
 
-- amplitude ~ LogNormal(0, 0.15): detector gain known to about ±15 %;
-- background ~ Uniform(0, 0.005): diffuse scattering from contamination or the
-  support, as a fraction of the beam (HAADF column peaks are 0.003–0.05);
-- blur ~ Uniform(0.2, 0.5) Å: effective source size of an aberration-corrected
-  probe (FWHM 0.5–1.2 Å);
+- amplitude ~ LogNormal(0, 0.15): a site's gain relative to the image's
+  calibrated scale, known to about ±15 %;
+- background ~ Uniform(0, 0.03): diffuse scattering from contamination or the
+  support, as a fraction of the beam (column peaks are 0.003–0.2);
+- blur ~ Uniform(0, 0.7) Å: effective source size, from none (a simulation, a
+  cold source) to a large one (FWHM up to 1.6 Å);
 - dx, dy ~ Normal(0, 0.1 Å): residual error of the column position;
-- dose ~ LogUniform(10⁴, 10⁶) e/Å²: from beam-sensitive to generous imaging.
+- dose ~ LogUniform(10³, 10⁷) e/Å²: from beam-sensitive low-kV imaging to long
+  dwell times (the effective dose: a detector's pulse-height spread lowers it).
 """
 
 from __future__ import annotations
@@ -81,12 +85,12 @@ class NuisancePrior:
     """
 
     amplitude_log_sd: float = 0.15
-    background_max: float = 0.005
-    blur_min: float = 0.2
-    blur_max: float = 0.5
+    background_max: float = 0.03
+    blur_min: float = 0.0
+    blur_max: float = 0.7
     offset_sd: float = 0.1
-    dose_min: float = 1e4
-    dose_max: float = 1e6
+    dose_min: float = 1e3
+    dose_max: float = 1e7
     read_noise: float = 1.0
     jitter: float = 0.0
 

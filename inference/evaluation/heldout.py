@@ -34,8 +34,17 @@ from prob.context import contexts_from_coords
 from prob.nuisance import PARAMS
 from simulate.renderer import PatchGenerator
 
-DOSE_BUCKETS = (("1e4", 4.0, 4.5), ("3e4", 4.5, 5.0), ("1e5", 5.0, 5.5), ("3e5", 5.5, 6.01))
-"""(name, lower, upper) of log10 dose [e/Å²] for the per-dose figures."""
+DOSE_BUCKETS = (
+    ("1e3", 3.0, 3.5),
+    ("3e3", 3.5, 4.0),
+    ("1e4", 4.0, 4.5),
+    ("3e4", 4.5, 5.0),
+    ("1e5", 5.0, 5.5),
+    ("3e5", 5.5, 6.0),
+    ("1e6", 6.0, 6.5),
+    ("3e6", 6.5, 7.01),
+)
+"""(name, lower, upper) of log10 dose [e/Å²]: half decades over the prior's 10³–10⁷."""
 
 
 def evaluate(

@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -29,6 +30,7 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
+from inference.image.calibration import Known, calibrate
 from inference.image.io import Image
 from inference.image.neighbours import NeighbourField
 from inference.image.sites import Sites, cut_patches, find_sites
@@ -94,6 +96,7 @@ def classify_image(
     *,
     temperature: float = 1.0,
     overrides: dict | None = None,
+    known: Known | None = None,
     seed: int = 0,
     log: Callable[[str], None] | None = None,
     progress: bool = False,
@@ -102,12 +105,16 @@ def classify_image(
 ) -> tuple[xr.Dataset, dict]:
     """(SitePosterior, summary) of every lattice site of `image`.
 
-    Sites are evaluated `chunk` at a time (a progress bar when `progress`), so the
-    memory held is the image, its patches and the per-site results, whatever its size.
-    With `neighbours`, sites next to probable defects are evaluated a second time with
+    The image is calibrated first (:mod:`inference.image.calibration`: black level,
+    scale, noise law, background and source size from its own sites, narrowed by
+    what the user `known`); its patches are put in fractions of the beam. Sites are
+    evaluated `chunk` at a time (a progress bar when `progress`), so the memory held
+    is the image, its patches and the per-site results, whatever its size. With
+    `neighbours`, sites next to probable defects are evaluated a second time with
     those neighbours in their templates (:class:`~inference.image.neighbours.NeighbourField`).
     """
     say = log or (lambda _: None)
+    known = known or Known()
     if context.host is None:
         raise ValueError("host=None: classify needs the host (e.g. --host MoS2)")
     context = image_context(context, image)
@@ -115,12 +122,15 @@ def classify_image(
     if not cases:
         raise ValueError(f"context={context.to_json()}: no grid case is consistent with it")
     lattice_constant = host_of(context.host_metal, context.host_chalcogen).a
-    sites = find_sites(
-        image, lattice_constant=lattice_constant, metal_brighter=metal_brighter(engine, cases)
-    )
+    brighter = metal_brighter(engine, cases)
+    sites = find_sites(image, lattice_constant=lattice_constant, metal_brighter=brighter)
+    calibration, context = _calibrate(image, sites, engine, context, known, seed, say)
+    if calibration.context_check["sublattices_swapped"]:
+        sites = find_sites(image, lattice_constant=lattice_constant, metal_brighter=not brighter)
+    cases = consistent_cases(context)
     fitted = np.stack([sites.x, sites.y], 1)  # lattice positions before rounding
     sites = _aligned(sites)
-    patches = cut_patches(image, sites, sampling=SAMPLING)
+    patches = calibration.to_beam(cut_patches(image, sites, sampling=SAMPLING))
     say(f"{len(sites)} sites ({int((sites.site_type == 'metal').sum())} metal), {len(cases)} cases")
     flagged = sites.edge | sites.contaminated | sites.off_lattice
 
@@ -182,6 +192,7 @@ def classify_image(
         seed=seed,
         attrs={
             "temperature": temperature,
+            "calibration": calibration.to_attrs(),
             "source_image": image.source,
             "frame": -1 if image.metadata.get("frame") is None else int(image.metadata["frame"]),
             "map_case": cases[best].name,
@@ -202,6 +213,74 @@ def classify_image(
         "class and θ from the amortized network (decisive site, context known); no k̂"
     )
     return ds, summarise(ds, seed=seed)
+
+
+CLAIM_MARGIN = 1.5
+"""A stated beam energy or detector is overruled where its calibration fit leaves this many
+times the residual of another's (the image disagrees with the statement)."""
+
+
+def _calibrate(image, sites, engine, context, known, seed, say):
+    """The image's Calibration, and the context with an overruled claim replaced."""
+    claimed = None
+    if context.kv is not None and context.detector_inner is not None:
+        claimed = f"{context.kv:g}kV-{context.detector}"
+    everything = context.replace(kv=None, detector_inner=None, detector_outer=None)
+    groups = {}
+    for case in consistent_cases(everything):
+        c = case.context
+        name = f"{c.kv:g}kV-{c.detector}"
+        if name not in groups:
+            groups[name] = c
+    with torch.no_grad():
+        names = list(groups)
+        t = engine.model.templates(
+            [groups[n] for n in names for _ in (0, 1)],
+            ["M", "X2"] * len(names),
+            [0, 0] * len(names),
+        ).numpy()
+    templates = {
+        n: (groups[n].kv, {"M": t[2 * i].astype(np.float64), "X2": t[2 * i + 1].astype(np.float64)})
+        for i, n in enumerate(names)
+    }
+    raw = cut_patches(image, sites, sampling=SAMPLING)
+    good = ~(sites.edge | sites.contaminated | sites.off_lattice)
+    by_type = tuple(raw[good & (sites.site_type == t)] for t in ("metal", "chalcogen"))
+    calibration = calibrate(
+        image.data,
+        image.pixel_size,
+        by_type,
+        templates,
+        black_level=known.black_level,
+        gain=known.gain,
+        dose=known.dose,
+        calibrated=known.calibrated,
+        claimed=claimed,
+        seed=seed,
+    )
+    check = calibration.context_check
+    say(
+        f"calibration: black level {calibration.black_level:.6g}, scale {calibration.scale:.6g}, "
+        f"background {calibration.background:.4f}, blur {calibration.blur:.2f} Å, "
+        f"dose {calibration.dose:.3g} e/Å² (best fit {check['best']})"
+    )
+    best = groups[check["best"]]
+    if claimed is None:  # nothing stated, or only part: the sites decide among the cases
+        return calibration, context
+    residual = check["residual"]
+    ratio = residual[claimed] / max(residual[check["best"]], 1e-300)
+    check["claim_ratio"] = round(float(ratio), 3)
+    if check["best"] != claimed and ratio > CLAIM_MARGIN:
+        warnings.warn(
+            f"context: the image fits {check['best']} far better than the stated {claimed} "
+            f"(calibration residual {ratio:.1f}×); using {check['best']}",
+            stacklevel=3,
+        )
+        check["overruled"] = claimed
+        context = context.replace(
+            kv=best.kv, detector_inner=best.detector_inner, detector_outer=best.detector_outer
+        )
+    return calibration, context
 
 
 def _posteriors(evidence, cases, flagged, overrides, temperature, n):

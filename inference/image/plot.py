@@ -64,3 +64,51 @@ def plot_map(image: np.ndarray, ds: xr.Dataset, path: str | os.PathLike) -> Path
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return target
+
+
+def plot_calibration(image: np.ndarray, ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    """The image's calibration (``ds.attrs["calibration"]``): variance against mean with the
+    fitted noise law, and the sites' intensities per MAP class [fraction of the beam]."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy import ndimage
+
+    cal = ds.attrs["calibration"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    ax = axes[0]
+    mean = np.asarray(cal["noise_mean"])
+    variance = np.asarray(cal["noise_variance"])
+    ax.plot(mean, variance, "o", ms=3, label="image (binned)")
+    line = cal["noise_slope"] * mean + cal["noise_intercept"]
+    ax.plot(
+        mean, line, "-", label=f"fit: gain {cal['gain']:.4g} per e, dose {cal['dose']:.3g} e/Å²"
+    )
+    ax.set_xlabel(f"mean − {cal['noise_reference']:.6g} [file units]")
+    ax.set_ylabel("variance [file units²]")
+    ax.set_title(f"noise law; black level {cal['black_level']:.6g} ± {cal['black_level_se']:.2g}")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    beam = (np.asarray(image, dtype=np.float64) - cal["black_level"]) / cal["scale"]
+    smooth = ndimage.gaussian_filter(beam, 1.0)
+    values = ndimage.map_coordinates(smooth, [ds["y"].values, ds["x"].values], order=1)
+    p = ds["probability"].sel(prior="context_aware").values
+    map_class = np.array(CLASSES)[p.argmax(1)]
+    bins = np.linspace(np.percentile(values, 0.5), np.percentile(values, 99.5), 60)
+    for label in CLASSES:
+        m = map_class == label
+        if m.any():
+            ax.hist(values[m], bins=bins, color=_COLOURS[label], alpha=0.7, label=f"{label}")
+    ax.set_xlabel("site intensity [fraction of the beam, smoothed]")
+    ax.set_ylabel("sites")
+    ax.set_title(
+        f"background {cal['background']:.4f}, source size {cal['blur']:.2f} Å ({cal['case']})"
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    target = Path(path)
+    with atomic_write(target) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return target

@@ -5,9 +5,9 @@ amortized shortcut.
 ``--stage guide`` or ``--stage amortized`` runs one alone on an existing model.
 
 1. The guide q(c | x, m), q(θ | x, m, c) (:mod:`inference.posterior.guide`) is trained
-   on patches streamed from the bank (every case, class and variant, dose
-   10⁴–10⁶ e/Å²) for a wall-clock budget. It does not see the likelihood: it
-   only proposes, and the θ integral corrects it.
+   on patches streamed from the bank (every case, class and variant, θ from
+   :class:`simulate.renderer.NuisancePrior`) for a wall-clock budget. It does not see
+   the likelihood: it only proposes, and the θ integral corrects it.
 2. The temperature τ is fitted (:mod:`inference.posterior.temperature`) on fresh patches
    of another seed, through the full posterior path (guide, mode search,
    importance sampling, uniform class prior, context known). A τ near 1 says
