@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from inference.image.calibration import Known, calibrate
 from inference.image.io import Image
+from inference.image.misfit import MISFIT_Z, misfit_z
 from inference.image.neighbours import NeighbourField
 from inference.image.sites import Sites, cut_patches, find_sites
 from inference.posterior.engine import PosteriorEngine
@@ -153,6 +154,7 @@ def classify_image(
                 say(f"{site_type}: {len(rows)} sites evaluated")
     n = len(sites)
     probability, case_post = _posteriors(evidence, cases, flagged, overrides, temperature, n)
+    field = None
     if neighbours and hasattr(engine, "model"):
         best = int(np.argmax(case_post["context_aware"]))
         aware = probability[PRIORS.index("context_aware")]
@@ -167,15 +169,19 @@ def classify_image(
                         getattr(ev, name)[np.searchsorted(rows, again)] = getattr(new, name)
                     if ev.amortized is not None:
                         ev.amortized[np.searchsorted(rows, again)] = False
+                    if ev.failed is not None and new.failed is not None:
+                        ev.failed[np.searchsorted(rows, again)] = new.failed
                 say(f"{site_type}: {len(again)} sites next to probable defects evaluated again")
         probability, case_post = _posteriors(evidence, cases, flagged, overrides, temperature, n)
     theta_mean = np.full((n, 6), np.nan)
     theta_sd = np.full((n, 6), np.nan)
     pareto = np.full(n, np.nan)
     amortized = np.zeros(n, dtype=bool)
+    failed = np.zeros(n, dtype=bool)
     for _site_type, (rows, ev) in evidence.items():
         if ev.amortized is not None:
             amortized[rows] = ev.amortized
+        failed[rows] = ~ev.usable()
         lp = ev.cset.log_prior("context_aware", overrides)
         lp = lp + np.log(np.maximum(case_post["context_aware"], 1e-300))[:, None]
         theta_mean[rows], theta_sd[rows], pareto[rows] = ev.site_summary(lp, temperature)
@@ -208,11 +214,71 @@ def classify_image(
     for name in ("found", "edge", "off_lattice", "contaminated"):
         ds[name] = ("site", flags[name].values)
     ds["khat_flag"] = ("site", pareto > K_HAT_LIMIT)
+    ds["misfit_z"] = ("site", _misfit(engine, patches, ds, cases[best].context, failed, field))
+    ds["misfit_z"].attrs["description"] = (
+        "z-score of Pearson's X² of the patch under its MAP class at its posterior-mean θ "
+        "(inference.image.misfit)"
+    )
+    ds["misfit"] = ("site", ds["misfit_z"].values > MISFIT_Z)
+    ds["misfit"].attrs["description"] = f"misfit_z > {MISFIT_Z}: the model does not explain it"
+    ds["failed"] = ("site", failed)
+    ds["failed"].attrs["description"] = "its θ integral failed numerically: prior only"
+    ds["boundary"] = ("site", on_boundary(theta_mean, engine.prior) & ~failed)
+    ds["boundary"].attrs["description"] = (
+        "its θ posterior mean sits at the edge of the prior's range (background, blur or "
+        "dose within 3 % of a bound, or a gain 3 prior sd from 1): the image is outside "
+        "what the model was built for there"
+    )
     ds["amortized"] = ("site", amortized)
     ds["amortized"].attrs["description"] = (
         "class and θ from the amortized network (decisive site, context known); no k̂"
     )
     return ds, summarise(ds, seed=seed)
+
+
+def _misfit(engine, patches, ds, context, failed, field) -> np.ndarray:
+    """:func:`inference.image.misfit.misfit_z` of every site (NaN where its integral failed),
+    with its defective neighbours in its templates where the neighbour pass put them."""
+    z = np.full(len(patches), np.nan)
+    if not hasattr(engine, "model"):
+        return z
+    p = ds["probability"].sel(prior="context_aware").values
+    labels = np.array(CLASSES)[p.argmax(1)]
+    theta = ds["theta_mean"].values
+    rows = np.nonzero(~failed & np.isfinite(theta).all(axis=1))[0]
+    for lo in range(0, len(rows), 1024):
+        part = rows[lo : lo + 1024]
+        offset = None
+        if field is not None and field.affected[part].any():
+            offset = np.zeros((len(part), 4, WINDOW, WINDOW), dtype=np.float32)
+            near = field.affected[part]
+            offset[near] = field.offsets(part[near])
+        z[part] = misfit_z(
+            engine.model,
+            patches[part],
+            [context] * len(part),
+            labels[part],
+            theta[part],
+            offset=offset,
+        )
+    return z
+
+
+def on_boundary(theta: np.ndarray, prior) -> np.ndarray:
+    """(site,) bool: θ (site, 6) within 3 % of a bound of `prior`'s range (background, blur,
+    log dose) or with log gain beyond 3 prior sd."""
+    theta = np.asarray(theta, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a, b, s, d = theta[:, 0], theta[:, 1], theta[:, 2], np.log(theta[:, 5])
+        lo, hi = np.log(prior.dose_min), np.log(prior.dose_max)
+        near = (
+            (np.abs(np.log(a)) > 3 * prior.amplitude_log_sd)
+            | (b > 0.97 * prior.background_max)
+            | ((s - prior.blur_min) > 0.97 * (prior.blur_max - prior.blur_min))
+            | ((d - lo) < 0.03 * (hi - lo))
+            | ((hi - d) < 0.03 * (hi - lo))
+        )
+    return near & np.isfinite(theta).all(axis=1)
 
 
 CLAIM_MARGIN = 1.5
@@ -299,6 +365,10 @@ def _posteriors(evidence, cases, flagged, overrides, temperature, n):
                 _PRIOR_KIND[name], overrides if name == "context_aware" else None
             )
             lj = ev.log_joint_case_class(lp, temperature)  # (site, case, class)
+            lost = ~ev.usable()
+            if lost.any():  # no evidence at all (its numerics failed): its prior, which
+                prior = np.broadcast_to(lp if lp.ndim == 3 else lp[None], lj.shape)
+                lj = np.where(lost[:, None, None], prior, lj)  # tells no case from another
             per_case = logsumexp(lj, axis=2)  # log p(x_i | m)
             log_m += np.where(flagged[rows][:, None], 0.0, per_case).sum(0)
             per_type[site_type] = (rows, ev, lj, per_case)
@@ -309,7 +379,11 @@ def _posteriors(evidence, cases, flagged, overrides, temperature, n):
                 cond = np.exp(lj - per_case[..., None])  # p(c | x_i, m)
             mixed = np.nan_to_num(np.einsum("m,smc->sc", post_m, np.nan_to_num(cond)))
             cols = [CLASSES.index(c) for c in ev.cset.labels]
-            probability[k][np.ix_(rows, cols)] = mixed / mixed.sum(1, keepdims=True)
+            total = mixed.sum(1, keepdims=True)
+            uniform = np.full_like(mixed, 1.0 / mixed.shape[1])
+            probability[k][np.ix_(rows, cols)] = np.where(
+                total > 0, mixed / np.where(total > 0, total, 1.0), uniform
+            )
     return probability, case_post
 
 
@@ -321,26 +395,45 @@ def _concatenate(parts: list[SiteEvidence]) -> SiteEvidence:
     if len(parts) == 1:
         return parts[0]
     fields = {name: np.concatenate([getattr(p, name) for p in parts]) for name in _EVIDENCE_FIELDS}
-    flags = [
-        np.zeros(len(p.log_evidence), dtype=bool) if p.amortized is None else p.amortized
-        for p in parts
-    ]
-    return SiteEvidence(cset=parts[0].cset, pit=None, amortized=np.concatenate(flags), **fields)
+
+    def flag(name):
+        return np.concatenate(
+            [
+                np.zeros(len(p.log_evidence), dtype=bool)
+                if getattr(p, name) is None
+                else getattr(p, name)
+                for p in parts
+            ]
+        )
+
+    return SiteEvidence(
+        cset=parts[0].cset, pit=None, amortized=flag("amortized"), failed=flag("failed"), **fields
+    )
 
 
 def summarise(ds: xr.Dataset, *, seed: int = 0, draws: int = 2000) -> dict:
-    """Counts per MAP class and 95 % credible intervals of defect fractions (context-aware)."""
+    """Counts per MAP class and 95 % credible intervals of defect fractions (context-aware),
+    over the sites no flag leaves out (the finder's, failed, boundary, misfit); the
+    flagged counts and the misfit share beside them."""
     rng = np.random.default_rng(seed)
     context = Context.from_attrs(ds.attrs)
     p = ds["probability"].sel(prior="context_aware").values
     flagged = ds["edge"].values | ds["contaminated"].values | ds["off_lattice"].values
+    model_flags = {
+        name: ds[name].values if name in ds else np.zeros(len(p), dtype=bool)
+        for name in ("failed", "boundary", "misfit")
+    }
     use = ~flagged
+    for values in model_flags.values():
+        use &= ~values
     map_class = np.array(CLASSES)[p.argmax(1)]
     out: dict = {
         "sites": len(p),
         "sites_used": int(use.sum()),
         "flagged_by_finder": int(flagged.sum()),
         "flagged_by_khat": int(ds["khat_flag"].values.sum()),
+        **{f"flagged_{name}": int(v.sum()) for name, v in model_flags.items()},
+        "misfit_share": float(model_flags["misfit"].mean()) if len(p) else 0.0,
         "amortized": int(ds["amortized"].values.sum()) if "amortized" in ds else 0,
         "counts": {c: int(((map_class == c) & use).sum()) for c in CLASSES},
         "fractions": {},

@@ -52,6 +52,11 @@ CHUNK_PAIRS = 4096
 :meth:`PosteriorEngine.evidence`)."""
 
 
+NUMERICAL_FAILURES = (ArithmeticError, np.linalg.LinAlgError, ValueError)
+"""What a patch's θ integral may raise that makes it that patch's flag, not the image's crash
+(ZeroDivisionError and FloatingPointError are ArithmeticErrors)."""
+
+
 class PosteriorEngine:
     """Evidence for site patches under a likelihood (templates and noise) and a guide.
 
@@ -249,8 +254,8 @@ class PosteriorEngine:
             label_of=np.array([CLASSES.index(label) for _, label in cset.candidates]),
         )
 
-        def job(lo: int):
-            sl = slice(lo, lo + chunk)
+        def one(lo: int, size: int):
+            sl = slice(lo, lo + size)
             return chunk_evidence(
                 self,
                 x[sl],
@@ -262,15 +267,35 @@ class PosteriorEngine:
                 offset=None if offset is None else np.asarray(offset[sl]),
             )
 
+        def job(lo: int):
+            """[(first site, result)] of a chunk — or, where its numerics fail, of its sites
+            one by one, a site that fails alone left out (:attr:`SiteEvidence.failed`)."""
+            try:
+                return [(lo, one(lo, chunk))]
+            except NUMERICAL_FAILURES:
+                pieces = []
+                for i in range(lo, min(lo + chunk, n)):
+                    try:
+                        pieces.append((i, one(i, 1)))
+                    except NUMERICAL_FAILURES:
+                        pieces.append((i, None))
+                return pieces
+
         kept: list = []
-        for lo, (pairs, log_ev, idx, result, pair_fields) in zip(
-            range(0, n, chunk), _run_jobs(job, range(0, n, chunk), self.workers), strict=True
-        ):
-            self._fill(out, lo, pairs, templates.shape[1], log_ev, idx, result)
-            if keep_pairs:
-                site, cand, var = pair_fields
-                kept.append((site + lo, cand, var, log_ev[idx], result.mode, result.scale_tril))
-        evidence = SiteEvidence(cset, **out)
+        failed = np.zeros(n, dtype=bool)
+        for pieces in _run_jobs(job, range(0, n, chunk), self.workers):
+            for lo, piece in pieces:
+                if piece is None:
+                    failed[lo] = True
+                    continue
+                pairs, log_ev, idx, result, pair_fields = piece
+                self._fill(out, lo, pairs, templates.shape[1], log_ev, idx, result)
+                if keep_pairs:
+                    site, cand, var = pair_fields
+                    kept.append((site + lo, cand, var, log_ev[idx], result.mode, result.scale_tril))
+        failed |= ~np.isfinite(out["log_evidence"]).any(axis=1) & allowed.any(axis=1)
+        out["log_evidence"][failed] = -np.inf
+        evidence = SiteEvidence(cset, **out, failed=failed)
         if not keep_pairs:
             return evidence, None
         fields = [np.concatenate([k[j] for k in kept]) for j in range(6)] if kept else []

@@ -29,6 +29,11 @@ class SiteEvidence:
     theta_sd: np.ndarray
     pit: np.ndarray | None = None  # (site, candidate, 6) when the true θ was given
     amortized: np.ndarray | None = None  # (site,) bool: taken from the amortized network
+    failed: np.ndarray | None = None  # (site,) bool: its numerics failed, no evidence at all
+
+    def usable(self) -> np.ndarray:
+        """(site,) bool: the sites with a finite evidence for some candidate."""
+        return np.isfinite(self.log_evidence).any(axis=1)
 
     def log_joint_case_class(self, log_prior: np.ndarray, temperature: float = 1.0):
         """log p(m) π(c | m) p(x | c, m)^(1/τ) of shape (site, case, class), up to a constant."""
@@ -38,8 +43,13 @@ class SiteEvidence:
         return prior + le / temperature
 
     def class_posterior(self, log_prior: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-        """p(c | x) (site, 7 classes), cases marginalised."""
+        """p(c | x) (site, 7 classes), cases marginalised; a site without any finite
+        evidence (:meth:`usable`) gets its prior instead."""
         lj = self.log_joint_case_class(log_prior, temperature)
+        lost = ~self.usable()
+        if lost.any():  # the prior alone: the evidence term says nothing there
+            prior = log_prior if log_prior.ndim == 3 else np.broadcast_to(log_prior, lj.shape)
+            lj = np.where(lost[:, None, None], prior, lj)
         per_class = logsumexp(lj, axis=1)
         post = np.exp(per_class - logsumexp(per_class, axis=1)[:, None])
         out = np.zeros((len(post), len(CLASSES)))
@@ -54,6 +64,8 @@ class SiteEvidence:
     def site_summary(self, log_prior: np.ndarray, temperature: float = 1.0):
         """θ mean/sd (site, 6) and the worst k̂ per site, weighted by the candidates' mass."""
         lj = self.log_joint_case_class(log_prior, temperature)
+        lost = ~self.usable()
+        lj = np.where(lost[:, None, None], 0.0, lj)  # no θ to summarise: NaN below
         mass = np.zeros(self.log_evidence.shape)
         flat = np.exp(lj - logsumexp(lj.reshape(len(lj), -1), axis=1)[:, None, None])
         idx = self.cset.index
@@ -65,6 +77,7 @@ class SiteEvidence:
         sd = np.sqrt(np.maximum(second - mean**2, 0.0))
         relevant = mass > 1e-3
         k = np.where(relevant, np.nan_to_num(self.pareto_k, nan=-np.inf), -np.inf).max(1)
+        mean[lost], sd[lost], k[lost] = np.nan, np.nan, np.nan
         return mean, sd, k
 
 

@@ -278,4 +278,7 @@ def with_amortized(part: SiteEvidence, rest, verdict: Verdict, own) -> SiteEvide
         ok = rows_of[:, j] >= 0
         for name, source in sources.items():
             out[name][decisive[ok], rows_of[ok, j]] = source[decisive[ok], c]
-    return SiteEvidence(part.cset, **out, amortized=verdict.decisive.copy())
+    failed = np.zeros(n, dtype=bool)
+    if part.failed is not None:
+        failed[rest] = part.failed
+    return SiteEvidence(part.cset, **out, amortized=verdict.decisive.copy(), failed=failed)
