@@ -269,17 +269,20 @@ class PosteriorEngine:
 
         def job(lo: int):
             """[(first site, result)] of a chunk — or, where its numerics fail, of its sites
-            one by one, a site that fails alone left out (:attr:`SiteEvidence.failed`)."""
-            try:
-                return [(lo, one(lo, chunk))]
-            except NUMERICAL_FAILURES:
-                pieces = []
-                for i in range(lo, min(lo + chunk, n)):
-                    try:
-                        pieces.append((i, one(i, 1)))
-                    except NUMERICAL_FAILURES:
-                        pieces.append((i, None))
-                return pieces
+            one by one, a site that fails alone left out (:attr:`SiteEvidence.failed`).
+            Floating-point warnings are off here: a patch no model explains overflows,
+            and what it yields is judged below (a non-finite evidence is no evidence)."""
+            with np.errstate(all="ignore"):
+                try:
+                    return [(lo, one(lo, chunk))]
+                except NUMERICAL_FAILURES:
+                    pieces = []
+                    for i in range(lo, min(lo + chunk, n)):
+                        try:
+                            pieces.append((i, one(i, 1)))
+                        except NUMERICAL_FAILURES:
+                            pieces.append((i, None))
+                    return pieces
 
         kept: list = []
         failed = np.zeros(n, dtype=bool)
@@ -293,6 +296,8 @@ class PosteriorEngine:
                 if keep_pairs:
                     site, cand, var = pair_fields
                     kept.append((site + lo, cand, var, log_ev[idx], result.mode, result.scale_tril))
+        out["log_evidence"][np.isnan(out["log_evidence"])] = -np.inf
+        out["log_evidence"][out["log_evidence"] == np.inf] = -np.inf  # an overflow, not a fit
         failed |= ~np.isfinite(out["log_evidence"]).any(axis=1) & allowed.any(axis=1)
         out["log_evidence"][failed] = -np.inf
         evidence = SiteEvidence(cset, **out, failed=failed)
