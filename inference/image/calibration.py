@@ -14,7 +14,7 @@ A file holds what the detector and its ADC wrote. Per pixel i, in the file's uni
   a random amount, k = gain · (1 + s²), and the effective dose d_eff = c / (k p²)
   = dose / (1 + s²): what the counting statistics tell, and what the
   likelihood's dose means;
-- ``r`` the read noise in effective electrons (the likelihood assumes 1).
+- ``r`` the read noise in effective electrons (:data:`READ_NOISE`).
 
 This is the Poisson–Gaussian law with unknown gain of Foi et al. (IEEE TIP 17,
 1737 (2008)) and Mevenkamp et al. (Adv. Struct. Chem. Imaging 1, 3 (2015)).
@@ -38,9 +38,9 @@ fit kept — and where the user stated them, a far better fit for another says
 the statement is off (:attr:`Calibration.context_check`).
 
 **Black level against background.** The mean fit gives O + c·b; the noise law,
-measured from that level up, gives the variance there, k·c·b + k²r²: with
-r = 1 (the likelihood's read noise) it separates b from O — background adds
-variance, a black level does not. Standard errors come from a
+measured from that level up, gives the variance there, k·c·b + k²r²: with r
+known (:data:`READ_NOISE`) it separates b from O — background adds variance, a
+black level does not. Standard errors come from a
 bootstrap over sites (scale, background, blur) and from the binned regression
 (noise law), propagated.
 
@@ -59,10 +59,13 @@ import numpy as np
 
 from prob.validate import validate_number
 
-READ_NOISE = 1.0  # [effective electrons] the likelihood's read noise
+READ_NOISE = 0.0
+"""[effective electrons] the detector's read noise the calibration assumes: a scintillator–
+photomultiplier ADF detector's electronic noise is far below one electron's pulse (the
+likelihood's 1 e is a numerical choice, :mod:`simulate.renderer`, not a detector's)."""
 CUTOFF_MARGIN = 1.1  # the noise band begins this far above 2α/λ
 TAPER = 0.25  # [Å⁻¹] width of the band edge's cosine taper (keeps the filter compact)
-EDGE = 12  # [px] border left out (the periodic filter mixes opposite borders)
+EDGE = 12  # [px] border left out
 BOOTSTRAP = 40
 
 
@@ -107,6 +110,7 @@ class NoiseLaw:
     intercept: float
     slope_se: float
     intercept_se: float
+    covariance: float  # of slope and intercept
     band: float  # share of the spectrum above the cutoff
     reference: float
     mean: np.ndarray = field(repr=False)
@@ -190,7 +194,11 @@ def noise_law(
     ValueError
         If the pixel size leaves no band above the transfer limit 2α/λ.
     """
-    y = np.asarray(data, dtype=np.float64)
+    image = np.asarray(data, dtype=np.float64)
+    size = image.shape
+    # mirrored to twice its size: periodic without a jump at the borders (a jump is
+    # broadband, and would leak into the noise band along them)
+    y = np.block([[image, image[:, ::-1]], [image[::-1], image[::-1, ::-1]]])
     ny, nx = y.shape
     ky = np.fft.fftfreq(ny, d=pixel_size)[:, None]
     kx = np.fft.fftfreq(nx, d=pixel_size)[None, :]
@@ -203,12 +211,14 @@ def noise_law(
             f"pixel_size={pixel_size:g} Å/px: no spatial frequency above the transfer limit "
             f"({cutoff:.2f} Å⁻¹) to measure the noise from; pass --dose"
         )
-    spectrum = np.fft.fft2(y - y.mean())
+    spectrum = np.fft.fft2(y)
     high = np.fft.ifft2(spectrum * mask).real
     h = np.fft.ifft2(mask).real
     weight = np.fft.fft2(h * h)  # the local mean the noise power sees (Parseval: Σ h² = band)
-    local = np.fft.ifft2(np.fft.fft2(y) * weight).real / band
-    inner = (slice(EDGE, -EDGE), slice(EDGE, -EDGE))
+    # ... of the image's low band only: the high band's own noise would sort the pixels
+    # by the very noise whose power is measured, and bias the law
+    local = np.fft.ifft2(spectrum * (1.0 - mask) * weight).real / band
+    inner = (slice(EDGE, size[0] - EDGE), slice(EDGE, size[1] - EDGE))
     m = local[inner].ravel() - reference
     p = (high[inner] ** 2).ravel() / band
     order = np.argsort(m)
@@ -229,6 +239,7 @@ def noise_law(
         intercept=float(intercept),
         slope_se=float(math.sqrt(cov[0, 0] * scale)),
         intercept_se=float(math.sqrt(cov[1, 1] * scale)),
+        covariance=float(cov[0, 1] * scale),
         band=band,
         reference=reference,
         mean=centres,
@@ -369,7 +380,12 @@ def calibrate(
         fixed.append("dose")
     # at E[y] = O + c·b the variance is k·c·b + k²r²: the background's electrons
     background = (law.intercept - (k * READ_NOISE) ** 2) / (k * scale)
-    background_se = math.hypot(law.intercept_se / (k * scale), 2 * k_se * READ_NOISE**2 / scale)
+    # its error from the law's slope and intercept (correlated) and from the scale
+    d_k = -law.intercept / (k * k * scale) - READ_NOISE**2 / scale
+    d_i = 1.0 / (k * scale)
+    cov_ki = law.covariance if "gain" not in fixed and "dose" not in fixed else 0.0
+    variance_b = (d_k * k_se) ** 2 + (d_i * law.intercept_se) ** 2 + 2 * d_k * d_i * cov_ki
+    background_se = math.sqrt(max(variance_b, 0.0) + (background * scale_se / scale) ** 2)
     black = offset - scale * background
     black_se = math.hypot(offset_se, scale * background_se)
     if calibrated:
