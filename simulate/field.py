@@ -165,6 +165,55 @@ def render_field(
     return amplitude * counts / electrons
 
 
+@dataclass(frozen=True)
+class Detector:
+    """How an ADF detector and its ADC record electrons (:func:`record_field`).
+
+    Parameters
+    ----------
+    gain : float
+        Mean file units per detected electron.
+    spread : float
+        Relative rms of one electron's pulse height (scintillator statistics).
+    black : float
+        Black level: the value of no signal [file units].
+    read : float
+        rms electronic noise [file units].
+    dtype : str
+        The file's integer type (values clipped to its range: saturation).
+    """
+
+    gain: float = 50.0
+    spread: float = 0.3
+    black: float = 1500.0
+    read: float = 2.0
+    dtype: str = "uint16"
+
+
+def record_field(
+    field: Field,
+    detector: Detector,
+    *,
+    dose: float,
+    blur: float = 0.35,
+    background: float = 0.001,
+    seed: int = 0,
+) -> np.ndarray:
+    """The field as the `detector` writes it [file units]: blurred by σ `blur` [Å], counted
+    at `dose` [e/Å²] over a `background` [fraction of the beam], each electron a pulse of
+    height gain · (1 + spread · z), read noise and the black level added, rounded and
+    clipped to the integer type."""
+    rng = np.random.default_rng(seed)
+    clean = ndimage.gaussian_filter(field.image, blur / SAMPLING, mode="nearest")
+    electrons = rng.poisson(np.clip(dose * SAMPLING**2 * (clean + background), 0, None))
+    pulses = electrons + detector.spread * np.sqrt(electrons) * rng.standard_normal(clean.shape)
+    value = (
+        detector.black + detector.gain * pulses + detector.read * rng.standard_normal(clean.shape)
+    )
+    info = np.iinfo(detector.dtype)
+    return np.clip(np.round(value), info.min, info.max).astype(detector.dtype)
+
+
 def simulate_field_abtem(
     context: Context,
     class_probs: dict[str, np.ndarray],
