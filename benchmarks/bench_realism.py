@@ -1,0 +1,399 @@
+"""Realism benchmark: full-cell abTEM fields the project did not make, recorded as detectors
+record them, classified from the file alone.
+
+Fields: :data:`benchmarks.realism_fields.FIELDS` — eight periodic supercells (6 × 4
+rectangles, 96 columns each) over five hosts, 60/80/200 kV, MAADF and HAADF, one at
+15 Å defocus, heavy and light dopants and a chalcogen substituent, defects drawn at
+random — simulated by full-cell PRISM at settings finer than the bank's, with no code
+of :mod:`simulate` (:mod:`benchmarks.realism_fields`).
+
+Every condition is a pair of recordings of one field with the *same* electrons: in
+fractions of the beam (the reference) and in detector units — an unknown gain of
+20–400 units per electron with a 30 % pulse-height spread, 2 units of read noise, a
+black level of 10³–3·10⁶, uint16 where it fits and uint32 otherwise, clipped
+(saturation). Conditions: doses 10⁴, 10⁵, 10⁶ e/Å² at 0.2 Å/px; then at 10⁵: turned
+by 37°, mirrored, transposed; pixel sizes 0.1 and 0.127 Å; source blur 0 and 0.6 Å;
+background 0.02; scan-line jitter (rms 0.05 Å per line). The cell is wrapped by
+5 Å on every side (periodic), so every column of the cell is an interior site.
+
+Printed per condition (pooled over the fields): accuracy (MAP, context-aware, every
+matched site of the cell) and ECE in beam fractions and in detector units, their
+difference, the failures (exceptions), the misfit share, and the calibration's
+effective dose, gain and black level against the truth (worst field). Then:
+
+- ``misfit_false_alarm`` — the misfit flag on patches of the generator itself (the
+  bank's renderer, every grid case, doses 10³–10⁷), where it should not fire;
+- ``misfit_power`` — the share of sites flagged when a detector-units file is taken
+  for one in fractions of the beam (``--calibrated``, wrongly): what the old
+  pipeline did to every real file, now a flag instead of confident labels;
+- ``classify_1024_s`` — a 1024² uint32 image at 0.127 Å/px (≈ 4 400 sites, black
+  level 2.9·10⁶), ``classify_image`` from the array, median of ``--repeats``.
+
+Run: ``python benchmarks/bench_realism.py [--fields N] [--part fields|conditions|misfit|speed]``;
+the fields are cached in ``benchmarks/data/realism_fields`` (simulated where missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+CACHE = HERE / "data" / "realism_fields"
+MARGIN = 5.0  # [Å] periodic wrap around the cell
+MATCH = 0.5  # [Å] a site and a column closer than this are the same
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    dose: float = 1e5
+    pixel_size: float = 0.2
+    angle: float = 0.0
+    mirror: bool = False
+    transpose: bool = False
+    blur: float = 0.35
+    background: float = 0.001
+    jitter: float = 0.0
+
+
+CONDITIONS = (
+    Condition("dose 1e4", dose=1e4),
+    Condition("dose 1e5", dose=1e5),
+    Condition("dose 1e6", dose=1e6),
+    Condition("turned 37°", angle=37.0),
+    Condition("mirrored", mirror=True, angle=11.0),
+    Condition("transposed", transpose=True),
+    Condition("pixel 0.1 Å", pixel_size=0.1),
+    Condition("pixel 0.127 Å", pixel_size=0.127),
+    Condition("blur 0", blur=0.0),
+    Condition("blur 0.6 Å", blur=0.6),
+    Condition("background 0.02", background=0.02),
+    Condition("scan jitter", jitter=0.05),
+)
+
+
+def record(field: dict, detector: str, condition: Condition, seed: int):
+    """(beam-fraction image, detector-units image, truth dict) of one field and condition."""
+    from realism_fields import resample
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    extent = field["extent"]
+    image = field[detector.lower()].astype(np.float64)
+    p = condition.pixel_size
+    size = tuple(math.ceil((e + 2 * MARGIN) / p) for e in (extent[1], extent[0]))
+    jitter = None
+    if condition.jitter:
+        jitter = condition.jitter * rng.standard_normal(size[0])
+    t = math.radians(condition.angle)
+    # the scan's origin such that the cell sits in the middle of the image
+    centre = np.array([size[1], size[0]]) * p / 2
+    rot = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+    if condition.mirror:
+        rot = rot @ np.diag([-1.0, 1.0])
+    origin = np.asarray(extent) / 2 - rot @ centre
+    clean, affine = resample(
+        image,
+        extent,
+        pixel_size=p,
+        shape=size,
+        angle=condition.angle,
+        mirror=condition.mirror,
+        origin=origin,
+        jitter=jitter,
+    )
+    if condition.blur:
+        clean = ndimage.gaussian_filter(clean, condition.blur / p, mode="wrap")
+    n = condition.dose * p * p
+    electrons = rng.poisson(np.clip(n * (clean + condition.background), 0, None))
+    beam = electrons / n
+    gain = float(np.exp(rng.uniform(np.log(20), np.log(400))))
+    black = float(np.exp(rng.uniform(np.log(1e3), np.log(3e6))))
+    pulses = electrons + 0.3 * np.sqrt(electrons) * rng.standard_normal(electrons.shape)
+    value = np.round(black + gain * pulses + 2.0 * rng.standard_normal(electrons.shape))
+    dtype = np.uint16 if value.max() < 65535 and black < 30000 else np.uint32
+    units = np.clip(value, 0, np.iinfo(dtype).max).astype(dtype)
+    # the cell's columns in pixels (and all their periodic copies inside the image)
+    xs, ys, labels, kinds = [], [], [], []
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            cx = field["x"] + dx * extent[0]
+            cy = field["y"] + dy * extent[1]
+            col = affine[0, 0] * cx + affine[0, 1] * cy + affine[0, 2]
+            row = affine[1, 0] * cx + affine[1, 1] * cy + affine[1, 2]
+            xs.append(col)
+            ys.append(row)
+            labels.append(field["label"])
+            kinds.append(field["site_type"])
+    truth = {
+        "x": np.concatenate(xs),
+        "y": np.concatenate(ys),
+        "label": np.concatenate(labels),
+        "inner": np.concatenate(
+            [
+                np.full(len(field["x"]), d == (0, 0))
+                for d in [(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)]
+            ]
+        ),
+        "gain": gain * 1.09,
+        "black": black,
+        "dose": condition.dose / 1.09,
+        "signal_range": gain * n * float(clean.max() - clean.min()),
+    }
+    if condition.transpose:
+        beam, units = beam.T, units.T
+        truth["x"], truth["y"] = truth["y"], truth["x"]
+    return beam, units, truth
+
+
+def score(ds, truth: dict, pixel_size: float):
+    """(probabilities (n, 7), true class indices (n,), misfit (n,)) of the cell's columns."""
+    from scipy.spatial import cKDTree
+
+    from prob.classes import CLASSES
+
+    inside = truth["inner"]
+    tree = cKDTree(np.stack([ds["x"].values, ds["y"].values], 1))
+    distance, index = tree.query(np.stack([truth["x"][inside], truth["y"][inside]], 1))
+    hit = distance * pixel_size < MATCH
+    p = ds["probability"].sel(prior="context_aware").values[index[hit]]
+    labels = np.array([CLASSES.index(c) for c in truth["label"][inside][hit]])
+    return p, labels, ds["misfit"].values[index[hit]], int((~hit).sum())
+
+
+def classify(array, pixel_size, context, engine, tau, known=None, seed=0):
+    from inference.image.classify import classify_image
+    from inference.image.io import Image
+
+    image = Image(
+        data=np.asarray(array, dtype=np.float64),
+        pixel_size=pixel_size,
+        kv=context.kv,
+        detector=(context.detector_inner, context.detector_outer),
+        source="bench_realism",
+        metadata={"frame": None},
+    )
+    ds, _ = classify_image(image, context, engine, temperature=tau, known=known, seed=seed)
+    return ds
+
+
+def context_of(spec):
+    from prob.context import DETECTORS, Context
+
+    inner, outer = DETECTORS[spec.detector]
+    return Context.from_host(
+        spec.host,
+        dopant=spec.dopant or "none",
+        substituent=spec.substituent or "none",
+        kv=spec.kv,
+        detector_inner=inner,
+        detector_outer=outer,
+        convergence=30.0,
+    )
+
+
+def part_conditions(fields, engine, tau, args) -> None:
+    import warnings
+
+    from prob import metrics
+
+    rows = []
+    for condition in CONDITIONS:
+        pooled = {"beam": [[], []], "units": [[], []]}
+        misfit = {"beam": [], "units": []}
+        failures = {"beam": 0, "units": 0}
+        calib = []
+        for k, (spec, field) in enumerate(fields):
+            beam, units, truth = record(field, spec.detector, condition, seed=1000 + k)
+            context = context_of(spec)
+            for name, array in (("beam", beam), ("units", units)):
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        ds = classify(array, condition.pixel_size, context, engine, tau, seed=k)
+                except Exception as err:  # a failure is a result here, counted and shown
+                    failures[name] += 1
+                    print(
+                        f"  FAILED {condition.name} {spec.name} {name}: {type(err).__name__}: "
+                        f"{str(err).splitlines()[0] if str(err) else ''}",
+                        file=sys.stderr,
+                    )
+                    continue
+                p, labels, flags, _ = score(ds, truth, condition.pixel_size)
+                pooled[name][0].append(p)
+                pooled[name][1].append(labels)
+                misfit[name].append(flags)
+                if name == "units":
+                    cal = ds.attrs["calibration"]
+                    calib.append(
+                        (
+                            cal["dose"] / truth["dose"] - 1,
+                            cal["gain"] / truth["gain"] - 1,
+                            (cal["black_level"] - truth["black"]) / truth["signal_range"],
+                        )
+                    )
+        line = {"condition": condition.name}
+        for name in ("beam", "units"):
+            if pooled[name][0]:
+                p = np.concatenate(pooled[name][0])
+                y = np.concatenate(pooled[name][1])
+                line[f"acc_{name}"] = metrics.accuracy(p, y)
+                line[f"ece_{name}"] = metrics.ece(p, y)
+                line[f"misfit_{name}"] = float(np.concatenate(misfit[name]).mean())
+                line[f"n_{name}"] = len(y)
+            line[f"failures_{name}"] = failures[name]
+        if calib:
+            c = np.array(calib)
+            worst = np.abs(c).max(0)
+            line.update(dose_error_max=worst[0], gain_error_max=worst[1], black_error_max=worst[2])
+        rows.append(line)
+        print(json.dumps(line, default=float), flush=True)
+    print(
+        "\n| condition | acc beam | acc units | Δ [pp] | ECE units | failures | misfit | "
+        "dose err | black err [range] |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['condition']} | {r.get('acc_beam', float('nan')):.4f} | "
+            f"{r.get('acc_units', float('nan')):.4f} | "
+            f"{100 * (r.get('acc_units', np.nan) - r.get('acc_beam', np.nan)):+.2f} | "
+            f"{r.get('ece_units', float('nan')):.4f} | "
+            f"{r['failures_beam'] + r['failures_units']} | {r.get('misfit_units', np.nan):.3f} | "
+            f"{r.get('dose_error_max', np.nan):+.3f} | {r.get('black_error_max', np.nan):.4f} |"
+        )
+    gap = max(abs(r.get("acc_units", np.nan) - r.get("acc_beam", np.nan)) for r in rows)
+    print(f"\naccuracy_gap_max_pp: {100 * gap:.2f}")
+    print(f"ece_units_max: {max(r.get('ece_units', np.nan) for r in rows):.4f}")
+    print(f"failures: {sum(r['failures_beam'] + r['failures_units'] for r in rows)}")
+    print(f"dose_error_max: {max(r.get('dose_error_max', np.nan) for r in rows):.4f}")
+    print(
+        f"black_level_error_max_of_range: {max(r.get('black_error_max', np.nan) for r in rows):.4f}"
+    )
+
+
+def part_misfit(fields, engine, tau, args) -> None:
+    import warnings
+
+    from inference.image.calibration import Known
+    from inference.image.misfit import MISFIT_Z, misfit_z
+    from inference.posterior.candidates import bank_cases
+    from inference.posterior.evidence import own_case_prior
+    from inference.shipped import default_bank_path
+    from prob.classes import CLASSES
+    from prob.context import contexts_from_coords
+    from prob.io import read_netcdf
+    from simulate.renderer import PatchGenerator
+
+    bank = read_netcdf(default_bank_path(), kind="TemplateBank")
+    cases = bank_cases(bank)
+    contexts = contexts_from_coords(bank, "case")
+    batch = PatchGenerator(bank, seed=4242).draw(args.misfit_patches)
+    z = []
+    for site_type in ("metal", "chalcogen"):
+        rows = np.nonzero(
+            [(CLASSES[c] in ("M", "D", "VM")) == (site_type == "metal") for c in batch.label]
+        )[0]
+        own = batch.case[rows]
+        ev = engine.evidence(batch.patches[rows], site_type, cases, own_case=own, seed=1)
+        prior = own_case_prior(ev.cset.log_prior("context_aware"), own)
+        p = ev.class_posterior(prior, tau)
+        mean, _, _ = ev.site_summary(prior, tau)
+        labels = [CLASSES[i] for i in p.argmax(1)]
+        z.append(
+            misfit_z(engine.model, batch.patches[rows], [contexts[c] for c in own], labels, mean)
+        )
+    z = np.concatenate(z)
+    print(
+        f"misfit_false_alarm: {float(np.mean(z > MISFIT_Z)):.4f} (threshold z > {MISFIT_Z}, "
+        f"{len(z)} generator patches)"
+    )
+    shares = []
+    for k, (spec, field) in enumerate(fields):
+        _, units, _truth = record(field, spec.detector, Condition("power"), seed=7000 + k)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                ds = classify(units, 0.2, context_of(spec), engine, tau, Known(calibrated=True))
+            except Exception as err:
+                print(f"  {spec.name}: FAILED {type(err).__name__}", file=sys.stderr)
+                continue
+        shares.append(float(ds["misfit"].values.mean()))
+    print(
+        f"misfit_power: {statistics.median(shares):.3f} (median share of sites flagged when a "
+        f"detector-units file is taken as calibrated; per field {np.round(shares, 3).tolist()})"
+    )
+
+
+def part_speed(fields, engine, tau, args) -> None:
+    import warnings
+
+    spec, field = fields[0]
+    condition = Condition("speed", pixel_size=0.127)
+    times = []
+    for r in range(args.repeats):
+        from realism_fields import resample
+
+        size = (1024, 1024)
+        clean, _ = resample(
+            field[spec.detector.lower()].astype(np.float64),
+            field["extent"],
+            pixel_size=condition.pixel_size,
+            shape=size,
+            angle=13.0,
+        )
+        rng = np.random.default_rng(r)
+        n = condition.dose * condition.pixel_size**2
+        electrons = rng.poisson(n * (clean + 0.001))
+        units = np.round(2.9e6 + 120 * electrons).astype(np.uint32)
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = classify(units, condition.pixel_size, context_of(spec), engine, tau)
+        times.append(time.perf_counter() - start)
+        print(f"  1024² run {r}: {times[-1]:.1f} s, {len(ds['site'])} sites", flush=True)
+    print(
+        f"classify_1024_s: {statistics.median(times):.1f} (median of {len(times)}; "
+        f"{len(ds['site'])} sites)"
+    )
+
+
+def main(argv=None) -> int:
+    from realism_fields import FIELDS, load
+
+    from inference.shipped import load_engine
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--part", choices=("fields", "conditions", "misfit", "speed", "all"), default="all"
+    )
+    parser.add_argument("--fields", type=int, default=len(FIELDS))
+    parser.add_argument("--cache", type=Path, default=CACHE)
+    parser.add_argument("--misfit-patches", type=int, default=3000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    specs = FIELDS[: args.fields]
+    fields = [(s, load(s, args.cache)) for s in specs]
+    if args.part == "fields":
+        return 0
+    engine, tau, _ = load_engine()
+    if args.part in ("conditions", "all"):
+        part_conditions(fields, engine, tau, args)
+    if args.part in ("misfit", "all"):
+        part_misfit(fields, engine, tau, args)
+    if args.part in ("speed", "all"):
+        part_speed(fields, engine, tau, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
