@@ -147,13 +147,59 @@ class CellRun:
 Run = ProfileRun | CellRun
 
 
-class RunCache:
-    """One ``.npy`` per finished run in `folder`, keyed by the run and the bank config."""
+def run_key(fingerprint: str) -> str:
+    """The file-name key of runs made under a BankConfig fingerprint (10 hex digits)."""
+    return hashlib.sha256(fingerprint.encode()).hexdigest()[:10]
 
-    def __init__(self, folder: str | os.PathLike, config: BankConfig) -> None:
+
+def bank_run_fingerprint(attrs) -> str:
+    """The BankConfig fingerprint of the runs a bank was assembled from, from its attrs.
+
+    Banks record it as ``run_config``. Older banks (before the converged engine) did
+    not; their fingerprint is rebuilt from the ``abtem_*``, ``engine``, ``seed`` and
+    ``cell_repeats`` attrs they do hold (numbers as written, e.g. "16" → 16).
+    """
+    if "run_config" in attrs:
+        return str(attrs["run_config"])
+
+    def value(text):
+        text = str(text)
+        if text.startswith("json:"):
+            return json.loads(text[5:])
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+
+    try:
+        abtem = {
+            k[len("abtem_") :]: value(v)
+            for k, v in attrs.items()
+            if k.startswith("abtem_") and k not in ("abtem_version", "abtem_runs")
+        }
+        fields = {
+            "abtem": abtem,
+            "cell_repeats": value(attrs["cell_repeats"]),
+            "engine": str(attrs["engine"]),
+            "seed": value(attrs["seed"]),
+        }
+    except KeyError as err:
+        raise ValueError(f"bank attrs: no {err.args[0]!r}, so its runs cannot be found") from None
+    return json.dumps(fields, sort_keys=True)
+
+
+class RunCache:
+    """One ``.npy`` per finished run in `folder`, keyed by the run and the bank config.
+
+    `config` is a BankConfig or its fingerprint text (e.g. a bank's
+    :func:`bank_run_fingerprint`: the runs that bank was assembled from).
+    """
+
+    def __init__(self, folder: str | os.PathLike, config: BankConfig | str) -> None:
         self.folder = Path(folder)
         self.config = config
-        self._config_key = hashlib.sha256(config.fingerprint().encode()).hexdigest()[:10]
+        text = config if isinstance(config, str) else config.fingerprint()
+        self._config_key = run_key(text)
 
     def path(self, run: Run) -> Path:
         return self.folder / f"{run.slug}_{self._config_key}.npy"
@@ -414,6 +460,7 @@ def build_bank(
             "cell_repeats": list(config.cell_repeats),
             "host_lattice": {c.context.host: _lattice_text(c.context.host) for c in cases},
             **config.abtem.to_attrs(),
+            "run_config": config.fingerprint(),
             **dict(attrs or {}),
         },
     )

@@ -23,7 +23,7 @@ from scipy import ndimage
 from prob.classes import classes_of, column_atoms
 from prob.context import Context
 from prob.materials import host_of
-from simulate.bank import BankConfig, ProfileRun, RunCache
+from simulate.bank import ProfileRun, RunCache, bank_run_fingerprint
 from simulate.columns import RADII, RADIUS_MAX, detector_profile
 from simulate.engine import EngineConfig
 from simulate.templates import SAMPLING, kind_of, radial_spline
@@ -55,10 +55,26 @@ def default_runs_path() -> Path:
     return Path(__file__).parent / "data" / "runs"
 
 
-def _profiles(context: Context, kinds, runs: Path) -> dict:
-    config = BankConfig()
-    cache = RunCache(runs, config)
-    edges = config.abtem.angle_edges
+def shipped_run_fingerprint(bank=None) -> str:
+    """The fingerprint of the runs that `bank` (a path or Dataset; default the shipped
+    bank) was assembled from: fields are drawn from the same profiles as the bank the
+    models were trained on, whatever the current EngineConfig defaults are."""
+    import xarray as xr
+
+    from simulate.cli import default_bank_path
+
+    if bank is None or isinstance(bank, str | Path):
+        with xr.open_dataset(bank or default_bank_path()) as ds:
+            return bank_run_fingerprint(ds.attrs)
+    return bank_run_fingerprint(bank.attrs)
+
+
+def _profiles(context: Context, kinds, runs: Path, fingerprint: str) -> dict:
+    import json
+
+    cache = RunCache(runs, fingerprint)
+    abtem = json.loads(fingerprint)["abtem"]
+    edges = np.arange(round(abtem["max_angle"] / abtem["angle_step"]) + 1) * abtem["angle_step"]
     out = {}
     for kind in kinds:
         run = ProfileRun(kind, context.kv, context.convergence, 0.0)
@@ -81,11 +97,14 @@ def simulate_field(
     shape: tuple[int, int] = (160, 160),
     seed: int = 0,
     runs: str | Path | None = None,
+    bank=None,
 ) -> Field:
     """A field of `shape` px with classes drawn per site from `class_probs[site_type]`.
 
     `class_probs` gives, per site type, probabilities over
     :func:`prob.classes.classes_of` (e.g. a context-aware prior, or a boosted one).
+    The column profiles are those in `runs` (default: the shipped cache) that `bank`
+    (a path or Dataset; default: the shipped bank) was assembled from.
     """
     rng = np.random.default_rng(seed)
     host = host_of(context.host_metal, context.host_chalcogen)
@@ -115,7 +134,10 @@ def simulate_field(
         kind = kind_of(column_atoms(label, context).elements, host)
         kinds[label] = kind
     splines = _profiles(
-        context, {k for k in kinds.values() if k is not None}, Path(runs or default_runs_path())
+        context,
+        {k for k in kinds.values() if k is not None},
+        Path(runs or default_runs_path()),
+        shipped_run_fingerprint(bank),
     )
     image = np.zeros(shape)
     r_px = int(np.ceil(RADIUS_MAX / SAMPLING))

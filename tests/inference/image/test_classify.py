@@ -19,7 +19,9 @@ from simulate.templates import SAMPLING
 def classified(tmp_path_factory):
     field = simulate_field(CONTEXT, RATES, shape=(90, 90), seed=4)
     path = tmp_path_factory.mktemp("classify") / "field.npz"
-    np.savez(path, image=render_field(field, dose=1e5, seed=5), pixel_size=SAMPLING, kv=80.0)
+    np.savez(
+        path, image=render_field(field, dose=1e5, seed=5), pixel_size=SAMPLING, kv=CONTEXT.kv
+    )
     engine, tau, _ = load_engine()
     image = read_image(path)
     whole = classify_image(image, USER, engine, temperature=tau, overrides=OVERRIDES)[0]
@@ -37,7 +39,8 @@ def test_sites_are_the_columns_and_the_classes_are_right(classified):
     truth = np.array([CLASSES.index(c) for c in field.label[near]])
     p = ds["probability"].sel(prior="context_aware").values
     assert np.mean(p[inner].argmax(1) == truth[inner]) > 0.9
-    assert ds.attrs["map_case"] == "WSe2-V-80kV-HAADF"
+    c = CONTEXT  # the beam energy came from the file, the rest from the user
+    assert ds.attrs["map_case"] == f"{c.host}-{c.dopant}-{c.kv:g}kV-{c.detector}"
 
 
 def test_chunks_change_nothing_but_the_random_numbers(classified):
