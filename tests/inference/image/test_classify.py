@@ -19,9 +19,7 @@ from simulate.templates import SAMPLING
 def classified(tmp_path_factory):
     field = simulate_field(CONTEXT, RATES, shape=(90, 90), seed=4)
     path = tmp_path_factory.mktemp("classify") / "field.npz"
-    np.savez(
-        path, image=render_field(field, dose=1e5, seed=5), pixel_size=SAMPLING, kv=CONTEXT.kv
-    )
+    np.savez(path, image=render_field(field, dose=1e5, seed=5), pixel_size=SAMPLING, kv=CONTEXT.kv)
     engine, tau, _ = load_engine()
     image = read_image(path)
     whole = classify_image(image, USER, engine, temperature=tau, overrides=OVERRIDES)[0]
