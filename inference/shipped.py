@@ -23,6 +23,7 @@ __all__ = [
     "default_posterior_path",
     "load_engine",
     "posterior_path_for",
+    "shipped_prior",
 ]
 
 
@@ -50,6 +51,20 @@ def amortized_path_for(model_out: Path) -> Path:
     return model_out.with_name(model_out.stem + ".amortized.pt")
 
 
+def shipped_prior(posterior_path=None):
+    """The nuisance prior the shipped (or given) guide was trained with.
+
+    The prior belongs to a generation of models: ``load_engine`` integrates over the
+    prior its guide and likelihood were trained on, not over today's
+    :class:`~simulate.renderer.NuisancePrior` defaults.
+    """
+    from inference.posterior.artifact import load_posterior
+    from simulate.renderer import NuisancePrior
+
+    _, meta = load_posterior(posterior_path or default_posterior_path())
+    return NuisancePrior(**meta["prior"])
+
+
 def load_engine(
     model_path=None, posterior_path=None, bank=None, samples: int = 256, shortcut: bool = True
 ):
@@ -65,11 +80,13 @@ def load_engine(
     from inference.posterior.engine import PosteriorEngine
     from inference.posterior.shortcut import Shortcut
     from likelihood.artifact import load_model
+    from simulate.renderer import NuisancePrior
 
     model_path = Path(model_path or default_model_path())
     model, _ = load_model(model_path, bank=bank)
     guide, meta = load_posterior(posterior_path or default_posterior_path(), model_path=model_path)
-    engine = PosteriorEngine(model, guide, samples=samples)
+    prior = NuisancePrior(**meta["prior"])  # the prior the guide was trained with
+    engine = PosteriorEngine(model, guide, samples=samples, prior=prior)
     shipped = model_path.resolve() == default_model_path().resolve()
     if shortcut and default_amortized_path().is_file() and (bank is not None or shipped):
         try:

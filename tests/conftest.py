@@ -35,7 +35,11 @@ def rng() -> np.random.Generator:
 
 TINY_CONFIG = BankConfig(
     abtem=EngineConfig(
-        frozen_phonons=4, potential_sampling=0.05, phonon_radial_nodes=1, phonon_angles=2
+        frozen_phonons=4,
+        potential_sampling=0.05,
+        period_points=1.0,
+        phonon_radial_nodes=1,
+        phonon_angles=2,
     )
 )
 

@@ -83,7 +83,9 @@ def evaluate(
     say = log or (lambda _: None)
     draw_from = cases
     cases = bank_cases(bank)
-    generator = PatchGenerator(bank, seed=seed, cases=draw_from, class_prior=class_prior)
+    generator = PatchGenerator(  # from the prior the engine integrates over (its models')
+        bank, prior=engine.prior, seed=seed, cases=draw_from, class_prior=class_prior
+    )
     draw = generator.draw(n, seed=[seed, 7])
     site_types = np.array([site_type_of(CLASSES[c]) for c in draw.label])
     out = {

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.posterior.guide import SiteGuide
+from inference.posterior.guide import LEGACY_DOSE_RANGE, SiteGuide
 from inference.posterior.shortcut import SiteClassifier
 from likelihood.artifact import atomic_torch_save, read_payload
 from prob.provenance import provenance
@@ -99,7 +99,8 @@ def load_posterior(path, *, model_path=None) -> tuple[SiteGuide, dict]:
                 f"{payload['model_sha256'][:12]}…, but model={str(model_path)!r} has "
                 f"{actual[:12]}…"
             )
-    guide = SiteGuide(payload["width"])
+    prior = payload["prior"]
+    guide = SiteGuide(payload["width"], dose_range=(prior["dose_min"], prior["dose_max"]))
     guide.load_state_dict(payload["state"])
     guide.eval()
     meta = {k: payload[k] for k in ("temperature", "prior", "model_sha256", "training")}
@@ -117,6 +118,7 @@ def save_amortized(
         "format": AMORTIZED_FORMAT,
         "format_version": AMORTIZED_FORMAT_VERSION,
         "width": int(net.width),
+        "dose_range": [float(d) for d in net.dose_range],
         "state": net.state_dict(),
         "bank_sha256": bank_templates_sha256(bank),
         "training": training,
@@ -142,7 +144,7 @@ def load_amortized(path, *, bank=None) -> tuple[SiteClassifier, dict]:
             f"{payload['bank_sha256'][:12]}…, not on this one "
             f"({bank_templates_sha256(bank)[:12]}…)"
         )
-    net = SiteClassifier(payload["width"])
+    net = SiteClassifier(payload["width"], payload.get("dose_range", LEGACY_DOSE_RANGE))
     net.load_state_dict(payload["state"])
     net.eval()
     return net, {k: payload[k] for k in ("margin", "bank_sha256", "training", "provenance")}

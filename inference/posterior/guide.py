@@ -45,7 +45,9 @@ CONTEXT_FEATURES = (
     "detector_outer",
     "convergence",
 )
-_LOG_DOSE = (math.log(NuisancePrior.dose_min), math.log(NuisancePrior.dose_max))
+LEGACY_DOSE_RANGE = (1e4, 1e6)
+"""[e/Å²]: the prior's dose range when the networks saved before it was recorded were
+trained — it scales their dose baseline (:meth:`SiteGuide._scalars`)."""
 _PIXEL_AREA = 0.04  # [Å²] at the bank's 0.2 Å/px
 
 
@@ -68,9 +70,11 @@ def context_features(contexts: Sequence[Context]) -> torch.Tensor:
 class SiteGuide(nn.Module):
     """(x, m) → class logits; (x, m, c) → (loc, scale_tril) of a Gaussian over u."""
 
-    def __init__(self, width: int = 192) -> None:
+    def __init__(self, width: int = 192, dose_range: tuple[float, float] | None = None) -> None:
         super().__init__()
         self.width = width
+        # the prior's dose range scales the dose baseline: part of the network's input
+        self.dose_range = tuple(dose_range or (NuisancePrior.dose_min, NuisancePrior.dose_max))
         self.conv = nn.Sequential(
             nn.Conv2d(1, 16, 3, padding=1),
             nn.SiLU(),
@@ -98,8 +102,11 @@ class SiteGuide(nn.Module):
         self.register_buffer("context_sd", torch.tensor([20.0, 12.0, 60.0, 20.0, 50.0, 5.0]))
 
     @staticmethod
-    def _scalars(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x / mean, [log mean, log noise/mean, dose baseline]) of patches (n, P, P)."""
+    def _scalars(
+        x: torch.Tensor, dose_range: tuple[float, float]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x / mean, [log mean, log noise/mean, dose baseline]) of patches (n, P, P); the
+        baseline is the noise's dose estimate placed within `dose_range` [e/Å²]."""
         mean = x.mean((-1, -2)).clamp_min(1e-6)
         local = nn.functional.avg_pool2d(
             x[:, None], 3, stride=1, padding=1, count_include_pad=False
@@ -107,7 +114,8 @@ class SiteGuide(nn.Module):
         noise = ((x - local[:, 0]) ** 2).mean((-1, -2)).clamp_min(1e-12) * 9.0 / 8.0
         # counting noise: Var(x) ≈ gain·E[x]/N_e → log N_e ≈ log E[x] − log Var(x)
         log_dose = torch.log(mean) - torch.log(noise) - math.log(_PIXEL_AREA)
-        place = ((log_dose - _LOG_DOSE[0]) / (_LOG_DOSE[1] - _LOG_DOSE[0])).clamp(0.02, 0.98)
+        lo, hi = math.log(dose_range[0]), math.log(dose_range[1])
+        place = ((log_dose - lo) / (hi - lo)).clamp(0.02, 0.98)
         scalars = torch.stack([torch.log(mean), torch.log(noise / mean), torch.logit(place)], -1)
         return x / mean[:, None, None], scalars
 
@@ -120,7 +128,7 @@ class SiteGuide(nn.Module):
         convolutions run once however many contexts it is paired with (context-free
         inference asks every site under dozens of host and imaging contexts).
         """
-        scaled, scalars = self._scalars(x)
+        scaled, scalars = self._scalars(x, self.dose_range)
         conv = self.conv(scaled[:, None])
         if rows is not None:
             conv, scalars = conv[rows], scalars[rows]

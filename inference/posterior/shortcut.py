@@ -71,9 +71,10 @@ class SiteClassifier(nn.Module):
     convolutions' cost.
     """
 
-    def __init__(self, width: int = 256) -> None:
+    def __init__(self, width: int = 256, dose_range: tuple[float, float] | None = None) -> None:
         super().__init__()
         self.width = width
+        self.dose_range = tuple(dose_range or (NuisancePrior.dose_min, NuisancePrior.dose_max))
         inputs = PATCH * PATCH + 3 + 8
         self.body = nn.Sequential(
             nn.Linear(inputs, width),
@@ -84,7 +85,7 @@ class SiteClassifier(nn.Module):
             nn.SiLU(),
             nn.Linear(width, K * (1 + 2 * DIM)),
         )
-        guide = SiteGuide(8)
+        guide = SiteGuide(8, self.dose_range)
         mean = torch.cat([guide.context_mean, torch.tensor([40.0, 10.0])])
         self.register_buffer("context_mean", mean)
         self.register_buffer(
@@ -92,7 +93,7 @@ class SiteClassifier(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, context: torch.Tensor):
-        scaled, scalars = SiteGuide._scalars(x)
+        scaled, scalars = SiteGuide._scalars(x, self.dose_range)
         m = (context - self.context_mean) / self.context_sd
         raw = self.body(torch.cat([scaled.flatten(1), scalars, m], -1))
         logits = raw[:, :K]

@@ -52,7 +52,7 @@ def train_posterior(
     prior = NuisancePrior()
     start = time.monotonic()
     torch.manual_seed(seed)
-    guide = SiteGuide()
+    guide = SiteGuide(dose_range=(prior.dose_min, prior.dose_max))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a small network: one thread beats two that contend with rendering
     summary = train_guide(guide, bank, prior=prior, seed=seed, minutes=minutes, log=say)
@@ -92,7 +92,7 @@ def calibrate_posterior(
     prior = NuisancePrior()
     engine = PosteriorEngine(model, guide, prior=prior)
     cases = bank_cases(bank)
-    draw = PatchGenerator(bank, seed=seed + 1000).draw(calibration_patches)
+    draw = PatchGenerator(bank, prior=prior, seed=seed + 1000).draw(calibration_patches)
     evidence, labels, priors = [], [], []
     for site_type in ("metal", "chalcogen"):
         rows = np.nonzero([site_type_of(CLASSES[c]) == site_type for c in draw.label])[0]
@@ -153,11 +153,12 @@ def train_amortized(
 
     say = log or (lambda _: None)
     torch.manual_seed(seed)
-    net = SiteClassifier(width)
-    summary = train_classifier(net, bank, seed=seed, minutes=minutes, log=say)
     model, _ = load_model(model_path, bank=bank)
     guide, meta = load_posterior(posterior_path, model_path=model_path)
-    engine = PosteriorEngine(model, guide)
+    prior = NuisancePrior(**meta["prior"])  # the guide's: one prior per generation of models
+    net = SiteClassifier(width, dose_range=(prior.dose_min, prior.dose_max))
+    summary = train_classifier(net, bank, prior=prior, seed=seed, minutes=minutes, log=say)
+    engine = PosteriorEngine(model, guide, prior=prior)
     margin, table = choose_margin(
         engine, net, bank, float(meta["temperature"]), seed=seed + 2000, n=validation_patches
     )
@@ -178,7 +179,7 @@ def choose_margin(engine, net, bank, temperature: float, *, seed: int, n: int):
     from inference.posterior.shortcut import Shortcut
 
     cases = bank_cases(bank)
-    draw = PatchGenerator(bank, seed=seed).draw(n)
+    draw = PatchGenerator(bank, prior=engine.prior, seed=seed).draw(n)
     shortcut = Shortcut(net, engine.prior, margin=0.0)
     full = np.zeros((n, len(CLASSES)))
     fast = np.zeros((n, len(CLASSES)))

@@ -82,7 +82,16 @@ def test_slices_begin_above_each_plane():
 
 
 def test_grid_is_refined_where_the_antialias_cutoff_needs_it():
-    config = EngineConfig(potential_sampling=0.05, antialias_margin=1.5)
+    config = EngineConfig(potential_sampling=0.05, period_points=1.0, antialias_margin=1.5)
     assert config.grid_spacing(60) == 0.05
     # at 200 kV λ = 0.0251 Å: λ / (3 · 1.5 · 0.205) = 0.0272 Å
     assert config.grid_spacing(200) == pytest.approx(0.02508 / (3 * 1.5 * 0.205), rel=1e-3)
+
+
+def test_grid_resolves_the_finest_period_the_detector_reads():
+    """The defaults: 0.015 Å, or λ / (15 · 205 mrad) where that is finer (80, 200 kV)."""
+    config = EngineConfig()
+    assert config.grid_spacing(60) == 0.015  # λ / (15 θ) = 0.0158 Å
+    assert config.grid_spacing(80) == pytest.approx(0.04176 / (15 * 0.205), rel=1e-3)
+    assert config.grid_spacing(200) == pytest.approx(0.02508 / (15 * 0.205), rel=1e-3)
+    assert config.grid_spacing(200) < 0.0085

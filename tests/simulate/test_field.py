@@ -63,7 +63,11 @@ def test_abtem_field_is_one_simulation_of_the_drawn_cell():
     from simulate.field import simulate_field_abtem
 
     config = EngineConfig(
-        frozen_phonons=4, potential_sampling=0.05, method="prism", prism_interpolation=2
+        frozen_phonons=4,
+        potential_sampling=0.05,
+        period_points=1.0,
+        method="prism",
+        prism_interpolation=2,
     )
     field = simulate_field_abtem(CONTEXT, RATES, repeats=(3, 2), seed=3, config=config)
     ny, nx = field.image.shape

@@ -24,7 +24,11 @@ from simulate.structures import find_columns, monolayer, nearest_column
 from simulate.templates import VARIANTS, WINDOW, assemble, radial_spline, site_columns
 
 CONFIG = EngineConfig(
-    frozen_phonons=4, potential_sampling=0.05, phonon_radial_nodes=1, phonon_angles=2
+    frozen_phonons=4,
+    potential_sampling=0.05,
+    period_points=1.0,
+    phonon_radial_nodes=1,
+    phonon_angles=2,
 )
 Z = {"Ti": 22, "Mo": 42, "W": 74}
 
@@ -104,7 +108,11 @@ def test_prism_agrees_with_multislice():
         atoms,
         scan,
         config=EngineConfig(
-            frozen_phonons=4, potential_sampling=0.05, method="prism", prism_interpolation=2
+            frozen_phonons=4,
+            potential_sampling=0.05,
+            period_points=1.0,
+            method="prism",
+            prism_interpolation=2,
         ),
         **kw,
     )

@@ -91,9 +91,11 @@ def test_prior_draws_are_in_range(rng):
     prior = NuisancePrior()
     theta = prior.sample(10_000, rng)
     assert theta.shape == (10_000, len(PARAMS))
-    assert np.all((theta[:, 2] >= 0.2) & (theta[:, 2] <= 0.5))
-    assert np.all((theta[:, 5] >= 1e4) & (theta[:, 5] <= 1e6))
-    assert np.median(np.log10(theta[:, 5])) == pytest.approx(5, abs=0.05)
+    assert np.all((theta[:, 1] >= 0) & (theta[:, 1] <= prior.background_max))
+    assert np.all((theta[:, 2] >= prior.blur_min) & (theta[:, 2] <= prior.blur_max))
+    assert np.all((theta[:, 5] >= prior.dose_min) & (theta[:, 5] <= prior.dose_max))
+    middle = np.log10(prior.dose_min * prior.dose_max) / 2  # log-uniform: the median's log
+    assert np.median(np.log10(theta[:, 5])) == pytest.approx(middle, abs=0.05)
     assert np.std(np.log(theta[:, 0])) == pytest.approx(0.15, rel=0.05)
 
 

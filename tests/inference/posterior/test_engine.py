@@ -96,7 +96,8 @@ def test_a_high_dose_pair_is_not_screened_out_by_one_round_from_a_poor_proposal(
 
     bank = read_netcdf(default_bank_path(), kind="TemplateBank")
     engine, tau, _ = load_engine(bank=bank)
-    draw = PatchGenerator(bank, seed=2026).draw(6000, seed=[2026, 7])  # as evaluate draws
+    # as evaluate draws, from the prior the shipped models were trained with
+    draw = PatchGenerator(bank, prior=engine.prior, seed=2026).draw(6000, seed=[2026, 7])
     assert CLASSES[draw.label[1010]] == "M"
     rows = [1010]
     ev = engine.evidence(
@@ -116,18 +117,19 @@ def test_every_variant_of_a_candidate_with_mass_is_searched(row):
     Every variant of a candidate with mass is now searched: the two starts agree. From the
     true θ one pair survives the screens (the case that once reached the search empty)."""
     from inference.posterior.candidates import bank_cases
-    from inference.shipped import default_bank_path, load_engine
+    from inference.shipped import default_bank_path, load_engine, shipped_prior
     from prob.classes import site_type_of
     from prob.io import read_netcdf
     from prob.nuisance import PARAMS
 
     bank = read_netcdf(default_bank_path(), kind="TemplateBank")
     _, _, guide = load_engine(bank=bank)
-    draw = PatchGenerator(bank, seed=2026).draw(6000, seed=[2026, 7])  # as evaluate draws
+    prior = shipped_prior()  # the evaluation's draw, from the prior the guide was trained with
+    draw = PatchGenerator(bank, prior=prior, seed=2026).draw(6000, seed=[2026, 7])
     assert draw.theta[row, PARAMS.index("dose")] > 7e5
     label = CLASSES[draw.label[row]]
     site_type = site_type_of(label)
-    engine = ideal_engine(bank, guide, samples=512)
+    engine = ideal_engine(bank, guide, prior=prior, samples=512)
     rows, cases = [row], bank_cases(bank)
     found = {}
     for name, start in (("guide", None), ("true", draw.theta[rows])):

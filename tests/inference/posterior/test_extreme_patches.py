@@ -28,7 +28,7 @@ def setup():
     engine, tau, _ = load_engine(bank=bank)
     case = select_cases(host="WSe2", dopant="V", kv=80, detector="HAADF")
     index = [i for i, name in enumerate(bank["case_name"].values) if name == case[0].name]
-    batch = PatchGenerator(bank, seed=5, cases=index).draw(64)
+    batch = PatchGenerator(bank, prior=engine.prior, seed=5, cases=index).draw(64)
     metal = batch.patches[batch.label < 3][:4]  # M, D, VM: the metal classes
     return engine, tau, case, metal
 

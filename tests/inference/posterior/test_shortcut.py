@@ -31,7 +31,7 @@ def shipped():
     bank = read_netcdf(default_bank_path(), kind="TemplateBank")
     engine, tau, _ = load_engine(bank=bank, shortcut=False)
     cases = bank_cases(bank)
-    draw = PatchGenerator(bank, seed=5).draw(48)
+    draw = PatchGenerator(bank, prior=engine.prior, seed=5).draw(48)  # the models' prior
     metal = np.array([CLASSES[c] in ("M", "D", "VM") for c in draw.label])
     return bank, engine, tau, cases, draw, np.nonzero(metal)[0]
 
@@ -220,7 +220,7 @@ def test_the_shipped_shortcut_agrees_with_the_integral_where_it_is_decisive(ship
 
     bank, engine, tau, cases, _, _ = shipped
     net, meta = load_amortized(default_amortized_path(), bank=bank)
-    draw = PatchGenerator(bank, seed=77).draw(300)
+    draw = PatchGenerator(bank, prior=engine.prior, seed=77).draw(300)  # the models' prior
     metal = np.array([CLASSES[c] in ("M", "D", "VM") for c in draw.label])
     decisive, tv, disagree = [], [], 0
     for site_type, rows in (("metal", metal), ("chalcogen", ~metal)):

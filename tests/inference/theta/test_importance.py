@@ -226,13 +226,20 @@ def test_heavy_tailed_weights_retry_with_more_draws_from_a_refit(pairs):
     # the proposal's centre moved 1.5 sd along its first axis (≈ 1.1 nats down: not
     # "broken", which needs a draw 2 nats above the centre)
     off = dataclasses.replace(found, mode=found.mode + 1.5 * found.scale_tril[:, :, 0])
+    # the premise, pair by pair: where the posterior is far from Gaussian along that axis
+    # (a background near the top of its prior) the step costs more than the 2 nats that
+    # mark a proposal "broken" (k̂ = ∞ by design, the Laplace value kept): not this case
+    exp = found.expansion
+    drop = exp.value(found.mode[:, None])[:, 0] - exp.value(off.mode[:, None])[:, 0]
+    near = drop < 1.5
+    assert near.sum() >= 4
     kwargs = {"adapt": False, "inflate": 1.0, "samples": 256}
     once = integrate(off, config=EvidenceConfig(**kwargs, retry=1), rng=np.random.default_rng(6))
     twice = integrate(off, config=EvidenceConfig(**kwargs), rng=np.random.default_rng(6))
-    assert np.mean(once.pareto_k > 0.7) > 0.5
-    assert np.mean(twice.pareto_k > 0.7) < 0.3
-    err_once = np.median(np.abs(once.log_evidence - ref.log_evidence))
-    err_twice = np.median(np.abs(twice.log_evidence - ref.log_evidence))
+    assert np.mean(once.pareto_k[near] > 0.7) > 0.5
+    assert np.mean(twice.pareto_k[near] > 0.7) < 0.3
+    err_once = np.median(np.abs(once.log_evidence - ref.log_evidence)[near])
+    err_twice = np.median(np.abs(twice.log_evidence - ref.log_evidence)[near])
     assert err_twice < 0.5 * err_once
     assert err_twice < 0.1
 
