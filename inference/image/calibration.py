@@ -174,6 +174,11 @@ class Calibration:
         return out
 
 
+CLAIM_MARGIN = 1.5
+"""A stated beam energy or detector is overruled where its calibration fit leaves this many
+times the residual of another's (the image disagrees with the statement)."""
+
+
 def wavelength(kv: float) -> float:
     """Relativistic electron wavelength [Å] at `kv` [kV]."""
     e = kv * 1e3
@@ -326,6 +331,7 @@ def calibrate(
     dose: float | None = None,
     calibrated: bool = False,
     claimed: str | None = None,
+    claim_margin: float = CLAIM_MARGIN,
     seed: int = 0,
 ) -> Calibration:
     """The image's :class:`Calibration` (see the module docstring).
@@ -347,7 +353,8 @@ def calibrate(
     calibrated : bool
         The file is in fractions of the beam already (black level 0, scale 1).
     claimed : str or None
-        The group the user's context names, if it names one.
+        The group the user's context names, if it names one: it is used unless another
+        group's fit leaves `claim_margin` times less residual (then it is overruled).
     seed : int
         Seeds the bootstrap over sites.
     """
@@ -357,9 +364,20 @@ def calibrate(
         for swapped in (False, True):
             labelled = {"M": chalcogen, "X2": metal} if swapped else {"M": metal, "X2": chalcogen}
             fits[name, swapped] = (fit_scale(labelled, templates), labelled)
-    (best, swapped) = min(fits, key=lambda key: fits[key][0][3])
-    (offset, scale, blur, _), labelled = fits[best, swapped]
-    kv, templates = groups[best]
+
+    def group_residual(name: str) -> float:  # in its better sublattice assignment
+        return min(fits[name, False][0][3], fits[name, True][0][3])
+
+    best = min(groups, key=group_residual)
+    ratio = (
+        group_residual(claimed) / max(group_residual(best), 1e-300) if claimed in groups else None
+    )
+    # a stated group is kept unless another fits claim_margin times better: the statement
+    # stands where the image cannot tell (the templates of other groups differ by little)
+    used = claimed if ratio is not None and ratio <= claim_margin else best
+    swapped = fits[used, True][0][3] < fits[used, False][0][3]
+    (offset, scale, blur, _), labelled = fits[used, swapped]
+    kv, templates = groups[used]
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(BOOTSTRAP):
@@ -416,11 +434,14 @@ def calibrate(
         blur_se=float(blur_se),
         dose_se=float(dose_se),
         fixed=tuple(fixed),
-        case=best,
+        case=used,
         context_check={
             "residual": residual,
             "claimed": claimed,
             "best": best,
+            "used": used,
+            "claim_ratio": None if ratio is None else round(float(ratio), 3),
+            "overruled": claimed if claimed is not None and used != claimed else None,
             "sublattices_swapped": bool(swapped),
         },
         noise=law,

@@ -281,11 +281,6 @@ def on_boundary(theta: np.ndarray, prior) -> np.ndarray:
     return near & np.isfinite(theta).all(axis=1)
 
 
-CLAIM_MARGIN = 1.5
-"""A stated beam energy or detector is overruled where its calibration fit leaves this many
-times the residual of another's (the image disagrees with the statement)."""
-
-
 def _calibrate(image, sites, engine, context, known, seed, say):
     """The image's Calibration, and the context with an overruled claim replaced."""
     claimed = None
@@ -328,25 +323,19 @@ def _calibrate(image, sites, engine, context, known, seed, say):
     say(
         f"calibration: black level {calibration.black_level:.6g}, scale {calibration.scale:.6g}, "
         f"background {calibration.background:.4f}, blur {calibration.blur:.2f} Å, "
-        f"dose {calibration.dose:.3g} e/Å² (best fit {check['best']})"
+        f"dose {calibration.dose:.3g} e/Å² (templates of {check['used']}; best fit {check['best']})"
     )
-    best = groups[check["best"]]
-    if claimed is None:  # nothing stated, or only part: the sites decide among the cases
+    if check["overruled"] is None:  # nothing stated, or the statement stands
         return calibration, context
-    residual = check["residual"]
-    ratio = residual[claimed] / max(residual[check["best"]], 1e-300)
-    check["claim_ratio"] = round(float(ratio), 3)
-    if check["best"] != claimed and ratio > CLAIM_MARGIN:
-        warnings.warn(
-            f"context: the image fits {check['best']} far better than the stated {claimed} "
-            f"(calibration residual {ratio:.1f}×); using {check['best']}",
-            stacklevel=3,
-        )
-        check["overruled"] = claimed
-        context = context.replace(
-            kv=best.kv, detector_inner=best.detector_inner, detector_outer=best.detector_outer
-        )
-    return calibration, context
+    used = groups[check["used"]]
+    warnings.warn(
+        f"context: the image fits {check['used']} far better than the stated {claimed} "
+        f"(calibration residual {check['claim_ratio']:.1f}×); using {check['used']}",
+        stacklevel=3,
+    )
+    return calibration, context.replace(
+        kv=used.kv, detector_inner=used.detector_inner, detector_outer=used.detector_outer
+    )
 
 
 def _posteriors(evidence, cases, flagged, overrides, temperature, n):

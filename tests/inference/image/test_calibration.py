@@ -133,3 +133,39 @@ def test_the_typical_patch_ignores_the_defects():
     )
     typical = typical_patch(patches)
     assert typical[10, 10] == pytest.approx(1.0, abs=0.01)  # not pulled towards 0.3
+
+
+def test_a_stated_group_stands_unless_another_fits_far_better():
+    """The templates of the group the user states (kV, detector) set the scale unless
+    another group's fit leaves CLAIM_MARGIN times less residual: a group whose templates
+    are the true ones × 1.5 fits as well (the scale absorbs it) and its scale would put
+    the dose 1.5× off; a group whose M and X2 are alike cannot fit and is overruled."""
+    data, _ = recorded(dose=1e5, gain=100.0, spread=0.0, black=2000.0, read=1.0, background=0.0)
+    image = Image(
+        data=data, pixel_size=PX, kv=80.0, detector=(80.0, 200.0), source="t", metadata={}
+    )
+    sites = find_sites(image, lattice_constant=3.16, metal_brighter=True)
+    patches = cut_patches(image, sites, sampling=PX)
+    good = ~(sites.edge | sites.contaminated | sites.off_lattice)
+    by_type = tuple(patches[good & (sites.site_type == t)] for t in ("metal", "chalcogen"))
+
+    def group(metal, chalcogen, factor=1.0):
+        kw = {"sigma": 0.45, "metal": metal, "chalcogen": chalcogen, "size": 45}
+        return 80.0, {
+            "M": factor * template_patch("metal", **kw),
+            "X2": factor * template_patch("chalcogen", **kw),
+        }
+
+    groups = {
+        "scaled": group(METAL, CHALCOGEN, 1.5),  # the true shape: the best fit
+        "stated": group(METAL, 1.005 * CHALCOGEN),  # X2 0.5 % off: a little worse
+        "alike": group(0.04, 0.04),
+    }
+    cal = calibrate(data, PX, by_type, groups, claimed="stated")
+    check = cal.context_check
+    assert check["best"] == "scaled" and 1.0 < check["claim_ratio"] < 1.5
+    assert cal.case == check["used"] == "stated" and check["overruled"] is None
+    assert cal.dose == pytest.approx(1e5, rel=0.10)  # "scaled" would give 1e5 / 1.5
+    wrong = calibrate(data, PX, by_type, groups, claimed="alike")
+    assert wrong.context_check["overruled"] == "alike"
+    assert wrong.case == "scaled" and wrong.context_check["claim_ratio"] > 1.5
