@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulate.engine import EngineConfig, phonon_sigmas, scan_polar
+from simulate.engine import EngineConfig, phonon_sigmas, potential_gpts, scan_polar
 
 RADIUS_STEP = 0.1  # [Å]
 RADIUS_MAX = 8.0  # [Å]; probe tails beyond this are below 1e-4 of the peak signal
@@ -49,9 +49,27 @@ RADII = np.round(np.arange(0.0, RADIUS_MAX + RADIUS_STEP / 2, RADIUS_STEP), 6)
 BOX = (2 * RADIUS_MAX + 6.0, RADIUS_MAX + 10.0)  # [Å] vacuum box of a profile run
 
 
-def column_xy(box: tuple[float, float]) -> tuple[float, float]:
-    """Where the column sits in `box` [Å]: scans cover the half-plane y ≥ its y."""
-    return (box[0] / 2, box[1] - RADIUS_MAX - 5.0)
+Step = tuple[float, float] | None
+"""The grid's spacing (x, y) [Å] where atoms go on its nodes, or None (anywhere)."""
+
+
+def _snap(value: float, step: float | None) -> float:
+    return value if step is None else round(value / step) * step
+
+
+def column_xy(box: tuple[float, float], step: Step = None) -> tuple[float, float]:
+    """Where the column sits in `box` [Å] — on a grid node where `step` is given: scans
+    cover the half-plane y ≥ its y."""
+    sx, sy = step or (None, None)
+    return (_snap(box[0] / 2, sx), _snap(box[1] - RADIUS_MAX - 5.0, sy))
+
+
+def grid_step(box: tuple[float, float], kv: float, config: EngineConfig) -> Step:
+    """The potential grid's spacing in `box` at `kv` [Å] if ``config.atoms_on_grid``."""
+    if not config.atoms_on_grid:
+        return None
+    gpts = potential_gpts(box, kv, config)
+    return (box[0] / gpts[0], box[1] / gpts[1])
 
 
 @dataclass(frozen=True)
@@ -89,13 +107,15 @@ class ColumnKind:
         self,
         offsets: list[tuple[float, float, float]] | None = None,
         box: tuple[float, float] = BOX,
+        step: Step = None,
     ):
-        """The column in a vacuum `box` [Å] at column_xy(box), atom k moved by ``offsets[k]``."""
+        """The column in a vacuum `box` [Å] at column_xy(box, step) (a grid node where
+        `step` is given), atom k moved from there by exactly ``offsets[k]``."""
         from ase import Atoms
 
         occupied = self.occupied
         offsets = offsets or [(0.0, 0.0, 0.0)] * len(occupied)
-        cx, cy = column_xy(box)
+        cx, cy = column_xy(box, step)
         positions = [
             (cx + dx, cy + dy, z + dz)
             for (_, z), (dx, dy, dz) in zip(occupied, offsets, strict=True)
@@ -156,7 +176,7 @@ def phonon_nodes(kind: ColumnKind, config: EngineConfig, metals: set[str]):
 
 
 def polar_positions(
-    n_angles: int, box: tuple[float, float], core: float
+    n_angles: int, box: tuple[float, float], core: float, step: Step = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Probe positions [Å] around the column and the weights that average them per radius.
 
@@ -169,7 +189,7 @@ def polar_positions(
     phi = np.linspace(0.0, np.pi, n_angles)
     trapezoid = np.full(n_angles, 1.0 / (n_angles - 1))
     trapezoid[[0, -1]] /= 2
-    cx, cy = column_xy(box)
+    cx, cy = column_xy(box, step)
     positions, weights = [(cx, cy)], [np.eye(1, RADII.size, 0)[0]]
     for k, angle in enumerate(phi):
         for j, r in enumerate(RADII[1:], start=1):
@@ -202,19 +222,21 @@ def simulate_profile(
     """
     kw = dict(kv=kv, convergence=convergence, defocus=defocus, config=config, scheduler=scheduler)
     occupied = kind.occupied
+    step = grid_step(box, kv, config)
     if len(occupied) == 1:
-        cx, cy = column_xy(box)
+        cx, cy = column_xy(box, step)
         positions = np.stack([cx + RADII, np.full(RADII.size, cy)], axis=1)
-        static = scan_polar(kind.atoms(box=box), positions, **kw).reshape(RADII.size, -1)
+        static = scan_polar(kind.atoms(box=box, step=step), positions, **kw)
+        static = static.reshape(RADII.size, -1)
         sigma = phonon_sigmas([occupied[0][0]], config, metals)[occupied[0][0]]
         return radial_gaussian_blur(static, sigma)
     if len(occupied) != 2:
         raise ValueError(f"kind={kind.name}: expected a column of one or two atoms")
     nodes, sigma_common = phonon_nodes(kind, config, metals)
-    positions, weights = polar_positions(config.phonon_angles, box, config.phonon_core)
+    positions, weights = polar_positions(config.phonon_angles, box, config.phonon_core, step)
     average = 0.0
     for weight, offsets in nodes:
-        signal = scan_polar(kind.atoms(offsets, box), positions, **kw)
+        signal = scan_polar(kind.atoms(offsets, box, step), positions, **kw)
         average = average + weight * (weights.T @ signal.reshape(len(positions), -1))
     return radial_gaussian_blur(average, sigma_common)
 

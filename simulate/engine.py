@@ -7,19 +7,20 @@ one (docs/benchmarks.md, "Convergence").
 - **Potential sampling.** The grid spacing Δx is ``potential_sampling``
   (0.015 Å), or finer where the detector reads finer detail: an annular
   detector out to θ reads the potential's Fourier components down to the period
-  λ/θ, and the heavy atoms' cores are only resolved with ``period_points``
-  (15) grid points across it, Δx ≤ λ / (15·θ_max) — 0.0136 Å at 80 kV,
-  0.0082 Å at 200 kV. Measured on a Pt atom (static, probe on and near the
-  column, three sub-pixel positions against 0.006 Å): at 0.015 Å it is within
-  0.9 % at 60 kV and 0.3 % at 80 kV but 2–4 % high at 200 kV; at 0.0082 Å
-  within 0.6 %; a Se atom at 200 kV is within 1 % at 0.015 Å. (The error is
-  not monotonic in Δx: it depends on where the atom falls between grid points,
-  ±2 % at 200 kV and 0.015 Å, so a single refinement step can look converged
-  when it is not.) abTEM band-limits waves to 2/3 of the grid's Nyquist
-  frequency (θ_cut = λ / 3Δx); ``antialias_margin`` keeps θ_cut at that
-  multiple of ``max_angle`` or beyond (abTEM's taper attenuates the last few
-  mrad), which the period rule already implies. gpts are rounded up to
-  numbers whose only prime factors are 2, 3, 5, 7.
+  λ/θ, and ``period_points`` (15) grid points across it, Δx ≤ λ / (15·θ_max),
+  give 0.0136 Å at 80 kV and 0.0082 Å at 200 kV (``antialias_margin`` keeps
+  abTEM's cutoff θ_cut = λ / 3Δx at that multiple of ``max_angle`` or beyond,
+  which the period rule already implies). What converges slowly is where an
+  atom falls between grid nodes (``bench_convergence.py --subpixel``: one static
+  atom against 0.006 Å). At 0.015 Å an atom on a node is within 0.5 % at
+  every kV, but half a pixel off it is −3.4 % (S) or +4.9 % (Pt) at 200 kV and
+  1.4 % (Se) at 60 kV; at 200 kV the period rule's 0.0082 Å brings the worst to
+  1.2 % (Pt). With ``atoms_on_grid`` a column profile puts its column on a grid
+  node (:func:`simulate.columns.column_xy`): a lone atom sits there exactly,
+  while the two atoms of a pair keep their exact phonon displacements (a S–S
+  pair's HAADF changes by 2.5 % when its relative displacement moves by 0.013 Å,
+  so they are not rounded to nodes). gpts are rounded up to numbers whose only
+  prime factors are 2, 3, 5, 7.
 - **Slices.** Infinite projection puts each atom's projected potential on the
   entrance plane of its slice, so uniform slices move atoms in z by up to a
   slice: a Se pair 3.34 Å apart in 1.1 Å slices of its 7.34 Å box sits 4.2 Å
@@ -71,6 +72,8 @@ class EngineConfig:
     period_points : float
         Grid points across the finest period a detector out to ``max_angle`` reads,
         λ / θ_max (the grid is refined where ``potential_sampling`` gives fewer).
+    atoms_on_grid : bool
+        Column profiles put their column on a grid node (full cells cannot).
     slice_lead : float
         Slices begin this far above each atomic plane [Å] (:func:`plane_slices`).
     frozen_phonons : int
@@ -99,6 +102,7 @@ class EngineConfig:
     potential_sampling: float = 0.015
     antialias_margin: float = 1.5
     period_points: float = 15.0
+    atoms_on_grid: bool = True
     slice_lead: float = 0.5
     frozen_phonons: int = 32
     phonon_radial_nodes: int = 3

@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 from ase import Atoms
 
-from simulate.columns import RADII, ColumnKind, phonon_nodes, polar_positions, radial_gaussian_blur
+from simulate.columns import (
+    BOX,
+    RADII,
+    ColumnKind,
+    column_xy,
+    grid_step,
+    phonon_nodes,
+    polar_positions,
+    radial_gaussian_blur,
+)
 from simulate.engine import EngineConfig, plane_slices
 
 
@@ -88,10 +97,22 @@ def test_grid_is_refined_where_the_antialias_cutoff_needs_it():
     assert config.grid_spacing(200) == pytest.approx(0.02508 / (3 * 1.5 * 0.205), rel=1e-3)
 
 
-def test_grid_resolves_the_finest_period_the_detector_reads():
-    """The defaults: 0.015 Å, or λ / (15 · 205 mrad) where that is finer (80, 200 kV)."""
+def test_columns_sit_on_grid_nodes_and_the_grid_resolves_what_the_detector_reads():
+    """Off a node an atom's signal moves by percents (bench_convergence --subpixel): a lone
+    atom sits on a node, a pair's centre does and its atoms keep their exact displacements;
+    the grid is 0.015 Å or λ / (15 · 205 mrad) where that is finer (80, 200 kV)."""
     config = EngineConfig()
     assert config.grid_spacing(60) == 0.015  # λ / (15 θ) = 0.0158 Å
     assert config.grid_spacing(80) == pytest.approx(0.04176 / (15 * 0.205), rel=1e-3)
     assert config.grid_spacing(200) == pytest.approx(0.02508 / (15 * 0.205), rel=1e-3)
-    assert config.grid_spacing(200) < 0.0085
+    for kv in (60, 80, 200):
+        step = grid_step(BOX, kv, config)
+        assert max(step) <= config.grid_spacing(kv)
+        lone = ColumnKind(("Pt",)).atoms(box=BOX, step=step).positions[:, :2] / np.array(step)
+        assert np.allclose(lone, np.round(lone), atol=1e-6)
+        pair = ColumnKind(("Se", "S"), 3.34)
+        atoms = pair.atoms([(-0.0516, 0.0, 0.0), (0.0516, 0.0, 0.0)], BOX, step)
+        cx, cy = column_xy(BOX, step)
+        assert np.allclose(atoms.positions[:, 0] - cx, [-0.0516, 0.0516])
+        assert abs(cx - BOX[0] / 2) <= step[0] / 2 and abs(cy - column_xy(BOX)[1]) <= step[1] / 2
+    assert grid_step(BOX, 200, EngineConfig(atoms_on_grid=False)) is None
