@@ -12,7 +12,7 @@ one (docs/benchmarks.md, "Convergence").
   abTEM's cutoff θ_cut = λ / 3Δx at that multiple of ``max_angle`` or beyond,
   which the period rule already implies). What converges slowly is where an
   atom falls between grid nodes (``bench_convergence.py --subpixel``: one static
-  atom against 0.006 Å). At 0.015 Å an atom on a node is within 0.5 % at
+  atom against 0.006 Å). At 0.015 Å an atom on a node is within 0.52 % at
   every kV, but half a pixel off it is −3.4 % (S) or +4.9 % (Pt) at 200 kV and
   1.4 % (Se) at 60 kV; at 200 kV the period rule's 0.0082 Å brings the worst to
   1.2 % (Pt). With ``atoms_on_grid`` a column profile puts its column on a grid
