@@ -170,7 +170,7 @@ def _demo(out: Path, seed: int, say: Callable[[str], None]) -> dict:
     matched = distance < 0.5 / SAMPLING
     truth = np.array([CLASSES.index(c) for c in field.label[nearest]])
     flagged = ds["edge"].values | ds["contaminated"].values
-    for name in ("failed", "boundary", "misfit"):
+    for name in ("failed", "boundary", "misfit", "saturated"):
         flagged = flagged | ds[name].values
     use = matched & ~flagged
     ds["true_class"] = ("site", np.where(matched, field.label[nearest], ""))

@@ -34,6 +34,7 @@ from inference.image.calibration import Known, calibrate
 from inference.image.io import Image
 from inference.image.misfit import MISFIT_Z, misfit_z
 from inference.image.neighbours import NeighbourField
+from inference.image.saturation import clipped, saturated_sites
 from inference.image.sites import Sites, cut_patches, find_sites
 from inference.posterior.engine import PosteriorEngine
 from inference.posterior.evidence import SiteEvidence, logsumexp
@@ -229,6 +230,19 @@ def classify_image(
         "dose within 3 % of a bound, or a gain 3 prior sd from 1): the image is outside "
         "what the model was built for there"
     )
+    mask = clipped(image.data)
+    ds["saturated"] = ("site", np.zeros(len(sites), dtype=bool))
+    if mask is not None:
+        ds["saturated"].values[:] = saturated_sites(mask, sites.x, sites.y, image.pixel_size)
+        warnings.warn(
+            f"image: {mask.mean():.1%} of its pixels sit at its maximum {image.data.max():g} "
+            f"(clipped); the {int(ds['saturated'].values.sum())} sites that touch them are "
+            "flagged 'saturated'",
+            stacklevel=2,
+        )
+    ds["saturated"].attrs["description"] = (
+        "a pixel within 1 Å sits on the image's clipped maximum: its intensity is a floor"
+    )
     ds["amortized"] = ("site", amortized)
     ds["amortized"].attrs["description"] = (
         "class and θ from the amortized network (decisive site, context known); no k̂"
@@ -402,7 +416,7 @@ def _concatenate(parts: list[SiteEvidence]) -> SiteEvidence:
 
 def summarise(ds: xr.Dataset, *, seed: int = 0, draws: int = 2000) -> dict:
     """Counts per MAP class and 95 % credible intervals of defect fractions (context-aware),
-    over the sites no flag leaves out (the finder's, failed, boundary, misfit); the
+    over the sites no flag leaves out (the finder's, failed, boundary, misfit, saturated); the
     flagged counts and the misfit share beside them."""
     rng = np.random.default_rng(seed)
     context = Context.from_attrs(ds.attrs)
@@ -410,7 +424,7 @@ def summarise(ds: xr.Dataset, *, seed: int = 0, draws: int = 2000) -> dict:
     flagged = ds["edge"].values | ds["contaminated"].values | ds["off_lattice"].values
     model_flags = {
         name: ds[name].values if name in ds else np.zeros(len(p), dtype=bool)
-        for name in ("failed", "boundary", "misfit")
+        for name in ("failed", "boundary", "misfit", "saturated")
     }
     use = ~flagged
     for values in model_flags.values():

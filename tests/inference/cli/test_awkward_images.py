@@ -6,7 +6,7 @@ arrive: in fractions of the beam (the reference), in detector units (uint16 over
 level of 3000, uint32 over 2.9·10⁶), transposed, saturated, min–max scaled,
 background-subtracted, and as a featureless constant. Where the recording keeps the
 columns' contrast the calibration must bring the accuracy back to within 5 points of the
-reference's.
+reference's; the clipped one has its clipped sites flagged ``saturated``, with one warning.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def _accuracy(field, ds) -> float:
         np.stack([ds["x"].values, ds["y"].values], 1)
     )
     flagged = ds["edge"].values | ds["contaminated"].values
-    for name in ("failed", "boundary", "misfit"):
+    for name in ("failed", "boundary", "misfit", "saturated"):
         flagged |= ds[name].values
     use = (distance < 0.5 / SAMPLING) & ~flagged
     truth = np.array([CLASSES.index(c) for c in field.label[nearest]])
@@ -114,6 +114,11 @@ def test_an_awkward_image_completes_or_refuses_in_one_line(classified, name):
         p = ds["probability"].values
         assert np.isfinite(p).all()
         assert np.allclose(p.sum(-1), 1.0, atol=1e-6)
+        clipped = int(ds["saturated"].values.sum())
+        if name == "saturated-uint16":  # the Mo columns' cores sit at 65535
+            assert clipped > 0 and "flagged 'saturated'" in result.stderr, result.stderr
+        else:
+            assert clipped == 0
         if images[name][1]:  # the calibration brings it back
             with xr.open_dataset(jobs["beam-fractions"][1]) as ref:
                 baseline = _accuracy(field, ref)
