@@ -7,6 +7,8 @@ level of 3000, uint32 over 2.9·10⁶), transposed, saturated, min–max scaled,
 background-subtracted, and as a featureless constant. Where the recording keeps the
 columns' contrast the calibration must bring the accuracy back to within 5 points of the
 reference's; the clipped one has its clipped sites flagged ``saturated``, with one warning.
+And the detector-units file said to be MAADF: the calibration's context check overrules the
+statement in one warning line and classifies it as the HAADF image it is.
 """
 
 from __future__ import annotations
@@ -47,8 +49,8 @@ def _images(field) -> dict[str, tuple[np.ndarray, bool]]:
     }
 
 
-def _classify(path: Path, out: Path) -> subprocess.CompletedProcess:
-    args = ["classify", str(path), "--host", "MoS2", "--dopant", "Nb", "--detector", "HAADF"]
+def _classify(path: Path, out: Path, detector: str = "HAADF") -> subprocess.CompletedProcess:
+    args = ["classify", str(path), "--host", "MoS2", "--dopant", "Nb", "--detector", detector]
     return subprocess.run(
         [sys.executable, "-m", "inference.cli", *args, "--out", str(out), "--quiet"],
         capture_output=True,
@@ -69,7 +71,11 @@ def classified(tmp_path_factory):
         jobs[name] = (folder / f"{name}.npz", folder / f"{name}.nc")
     with ThreadPoolExecutor(2) as pool:
         futures = {name: pool.submit(_classify, *paths) for name, paths in jobs.items()}
+        # the HAADF recording said to be MAADF: the image overrules the statement
+        wrong = (jobs["uint16-black-3000"][0], folder / "wrong-detector.nc", "MAADF")
+        futures["wrong-detector"] = pool.submit(_classify, *wrong)
         done = {name: f.result() for name, f in futures.items()}
+    jobs["wrong-detector"] = wrong[:2]
     return field, images, jobs, done
 
 
@@ -96,11 +102,22 @@ def _accuracy(field, ds) -> float:
         "background-subtracted",
         "saturated-uint16",
         "constant",
+        "wrong-detector",
     ],
 )
 def test_an_awkward_image_completes_or_refuses_in_one_line(classified, name):
     field, images, jobs, done = classified
     result = done[name]
+    if name == "wrong-detector":
+        assert result.returncode == 0, result.stderr
+        assert "far better than the stated 60kV-MAADF" in result.stderr, result.stderr
+        with (
+            xr.open_dataset(jobs[name][1]) as ds,
+            xr.open_dataset(jobs["beam-fractions"][1]) as ref,
+        ):
+            assert ds.attrs["map_case"] == "MoS2-Nb-60kV-HAADF"
+            assert _accuracy(field, ds) >= _accuracy(field, ref) - 0.05
+        return
     assert "Traceback" not in result.stderr
     _, out = jobs[name]
     if result.returncode == 2:
