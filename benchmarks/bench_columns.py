@@ -90,18 +90,6 @@ def detect(array: np.ndarray) -> dict[str, np.ndarray]:
     return {k: array[..., round(a / 5) : round(b / 5)].sum(-1) for k, (a, b) in DETECTORS.items()}
 
 
-def fft_size(n: int) -> int:
-    m = n
-    while True:
-        k = m
-        for p in (2, 3, 5, 7):
-            while k % p == 0:
-                k //= p
-        if k == 1:
-            return m
-        m += 1
-
-
 def plane_slices(atoms, lead: float = 0.5) -> tuple[float, ...]:
     """Slices beginning `lead` Å above each distinct z of `atoms` (this script's own)."""
     z = np.unique(np.round(atoms.positions[:, 2], 1))
@@ -114,7 +102,9 @@ def measure(atoms, positions, *, kv, sampling, slices, phonons=0, sigmas=None, s
     import abtem
 
     extent = np.diag(atoms.cell)[:2]
-    gpts = tuple(fft_size(math.ceil(e / sampling)) for e in extent)
+    from simulate.engine import fft_friendly
+
+    gpts = tuple(fft_friendly(math.ceil(e / sampling)) for e in extent)
     with abtem.config.set({"fftw.threads": 1, "device": "cpu", "precision": "float32"}):
         source = atoms
         if phonons:
