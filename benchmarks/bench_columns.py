@@ -101,9 +101,9 @@ def measure(atoms, positions, *, kv, sampling, slices, phonons=0, sigmas=None, s
     """Flexible-detector bins at `positions` (per configuration if phonons)."""
     import abtem
 
-    extent = np.diag(atoms.cell)[:2]
     from simulate.engine import fft_friendly
 
+    extent = np.diag(atoms.cell)[:2]
     gpts = tuple(fft_friendly(math.ceil(e / sampling)) for e in extent)
     with abtem.config.set({"fftw.threads": 1, "device": "cpu", "precision": "float32"}):
         source = atoms
