@@ -10,13 +10,15 @@ role's columns. The roles of a site:
 - ``centre``: the site's own column, whose atoms the class decides;
 - ``neighbour``: the defective neighbour of the ``neighbour`` variant.
 
-The matrices depend on the host lattice, the site type and the variant only.
+The matrices depend on the host lattice, the site type, the variant and the
+:class:`~simulate.frame.Frame` the patch is observed on (the template frame by default;
+an image's own pixel size and lattice angle for native-pixel classification).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import lru_cache
 
 import numpy as np
 from scipy.interpolate import CubicSpline
@@ -25,7 +27,8 @@ from prob.classes import column_atoms, site_type_of
 from prob.context import Context
 from prob.materials import get_host, host_of
 from simulate.columns import RADII, RADIUS_MAX, ColumnKind
-from simulate.templates import VARIANTS, kind_of, neighbour_defect, pixel_grid, site_geometry
+from simulate.frame import TEMPLATE, Frame
+from simulate.templates import VARIANTS, kind_of, neighbour_defect, site_geometry
 
 ROLES = ("metal", "pair", "centre", "neighbour")
 
@@ -41,12 +44,15 @@ def _spline_basis() -> CubicSpline:
     )
 
 
-def placement_matrix(offsets) -> np.ndarray:
-    """(WINDOW², len(RADII)) matrix placing one radial profile at each of `offsets` [Å]."""
-    yy, xx = pixel_grid()
+def placement_matrix(offsets, frame: Frame = TEMPLATE) -> np.ndarray:
+    """(window², len(RADII)) matrix placing one radial profile at each of `offsets` [Å,
+    template frame] on the pixel grid of `frame`."""
+    yy, xx = frame.pixel_grid()
     out = np.zeros((yy.size, len(RADII)))
     basis = _spline_basis()
-    for dx, dy in offsets:
+    if len(offsets) == 0:
+        return out
+    for dx, dy in frame.place(offsets):
         r = np.hypot(xx - dx, yy - dy).ravel()
         inside = r <= RADIUS_MAX
         out[inside] += basis(r[inside])
@@ -63,17 +69,18 @@ class RoleMatrices:
     neighbour: np.ndarray | None
 
 
-@cache
-def role_matrices(host: str, site_type: str, variant: int) -> RoleMatrices:
-    """Placement matrices (float32) for a `site_type` site of `host` in variant `variant`."""
+@lru_cache(maxsize=256)
+def role_matrices(host: str, site_type: str, variant: int, frame: Frame = TEMPLATE) -> RoleMatrices:
+    """Placement matrices (float32) for a `site_type` site of `host` in variant `variant`,
+    on the pixel grid of `frame`."""
     geometry = site_geometry(get_host(host), site_type, VARIANTS[variant])
     neighbour = None
     if geometry.neighbour is not None:
-        neighbour = placement_matrix([geometry.neighbour[1]]).astype(np.float32)
+        neighbour = placement_matrix([geometry.neighbour[1]], frame).astype(np.float32)
     return RoleMatrices(
-        metal=placement_matrix(geometry.metal).astype(np.float32),
-        pair=placement_matrix(geometry.chalcogen).astype(np.float32),
-        centre=placement_matrix([(0.0, 0.0)]).astype(np.float32),
+        metal=placement_matrix(geometry.metal, frame).astype(np.float32),
+        pair=placement_matrix(geometry.chalcogen, frame).astype(np.float32),
+        centre=placement_matrix([(0.0, 0.0)], frame).astype(np.float32),
         neighbour=neighbour,
     )
 

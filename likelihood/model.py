@@ -35,7 +35,8 @@ from prob.classes import CLASSES, site_type_of
 from prob.context import Context
 from prob.elements import atomic_number
 from simulate.columns import RADII, ColumnKind
-from simulate.templates import SAMPLING, VARIANTS, WINDOW
+from simulate.frame import TEMPLATE, Frame
+from simulate.templates import VARIANTS
 
 FEATURES = (
     "z_top",
@@ -198,21 +199,29 @@ class NeuralLikelihood(nn.Module):
         out = self.profile_net(torch.as_tensor(unique, dtype=torch.float32, device=device))
         return out[torch.as_tensor(inverse.ravel(), device=device)]
 
-    def _matrices(self, host: str, site_type: str, variant: int) -> list[torch.Tensor]:
-        """The role matrices on this model's device (cached per device)."""
+    def _matrices(
+        self, host: str, site_type: str, variant: int, frame: Frame = TEMPLATE
+    ) -> list[torch.Tensor]:
+        """The role matrices on this model's device (cached per device and frame)."""
         device = self.log_residual.device
-        key = (host, site_type, variant, str(device))
+        key = (host, site_type, variant, frame, str(device))
         cache = self.__dict__.setdefault("_matrix_cache", {})
         if key not in cache:
-            m = role_matrices(host, site_type, variant)
+            if len(cache) > 512:
+                cache.clear()  # frames of many images: keep the cache bounded
+            m = role_matrices(host, site_type, variant, frame)
             parts = [m.metal, m.pair, m.centre] + ([m.neighbour] if m.neighbour is not None else [])
             cache[key] = [torch.from_numpy(a).to(device) for a in parts]
         return cache[key]
 
     def templates(
-        self, contexts: Sequence[Context], labels: Sequence[str], variants: Sequence[int]
+        self,
+        contexts: Sequence[Context],
+        labels: Sequence[str],
+        variants: Sequence[int],
+        frame: Frame = TEMPLATE,
     ) -> torch.Tensor:
-        """Clean templates (n, WINDOW, WINDOW) [fraction of the beam]."""
+        """Clean templates (n, window, window) [fraction of the beam] on `frame`'s grid."""
         n = len(labels)
         rows, slots = [], []  # profile features, and (sample, role) they belong to
         for i, (context, label, variant) in enumerate(zip(contexts, labels, variants, strict=True)):
@@ -225,32 +234,36 @@ class NeuralLikelihood(nn.Module):
         stacked = torch.zeros(n, len(ROLES), len(RADII), device=device)
         index = torch.as_tensor(slots, device=device)
         stacked = stacked.index_put((index[:, 0], index[:, 1]), profiles)
-        out = torch.zeros(n, WINDOW * WINDOW, device=device)
+        out = torch.zeros(n, frame.window**2, device=device)
         groups: dict[tuple, list[int]] = {}
         for i, (context, label, variant) in enumerate(zip(contexts, labels, variants, strict=True)):
             groups.setdefault((context.host, site_type_of(label), int(variant)), []).append(i)
         for (host, site_type, variant), members in groups.items():
-            m = self._matrices(host, site_type, variant)
+            m = self._matrices(host, site_type, variant, frame)
             idx = torch.as_tensor(members, device=device)
             p = stacked[idx]
             t = p[:, 0] @ m[0].T + p[:, 1] @ m[1].T + p[:, 2] @ m[2].T
             if len(m) == 4:
                 t = t + p[:, 3] @ m[3].T
             out = out.index_copy(0, idx, t)
-        return out.reshape(n, WINDOW, WINDOW)
+        return out.reshape(n, frame.window, frame.window)
 
     def log_prob_given_template(
-        self, x: torch.Tensor, theta: torch.Tensor, templates: torch.Tensor
+        self,
+        x: torch.Tensor,
+        theta: torch.Tensor,
+        templates: torch.Tensor,
+        frame: Frame = TEMPLATE,
     ) -> torch.Tensor:
-        """log p(x | T, θ) per patch [nats]; x (n, P, P), θ (n, 6), T (n, W, W)."""
+        """log p(x | T, θ) per patch [nats]; x (n, P, P), θ (n, 6), T (n, W, W) on `frame`."""
         amplitude, background, blur, dx, dy, dose = theta.unbind(-1)
-        mean = patch_mean(templates, blur, dx, dy)
+        mean = patch_mean(templates, blur, dx, dy, frame)
         return patch_logpdf(
             x,
             mean,
             amplitude=amplitude,
             background=background,
-            electrons=dose * SAMPLING**2,
+            electrons=dose * frame.pixel_area,
             variance=self.noise_variance,
         )
 
@@ -261,17 +274,19 @@ class NeuralLikelihood(nn.Module):
         contexts: Sequence[Context],
         labels: Sequence[str],
         variants: Sequence[int] | None = None,
+        frame: Frame = TEMPLATE,
     ) -> torch.Tensor:
-        """log p_φ(x | c, θ, m) per patch; with `variants` given, the complete-data one."""
+        """log p_φ(x | c, θ, m) per patch observed on `frame`; with `variants` given, the
+        complete-data one."""
         n = len(labels)
         if variants is not None:
             return self.log_prob_given_template(
-                x, theta, self.templates(contexts, labels, variants)
+                x, theta, self.templates(contexts, labels, variants, frame), frame
             )
         parts = []
         for v in range(len(VARIANTS)):
-            t = self.templates(contexts, labels, [v] * n)
-            parts.append(self.log_prob_given_template(x, theta, t))
+            t = self.templates(contexts, labels, [v] * n, frame)
+            parts.append(self.log_prob_given_template(x, theta, t, frame))
         return torch.logsumexp(torch.stack(parts, -1), -1) - math.log(len(VARIANTS))
 
     def describe(self) -> dict:

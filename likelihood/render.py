@@ -18,55 +18,58 @@ import math
 import numpy as np
 import torch
 
-from simulate.renderer import PATCH
-from simulate.templates import SAMPLING, WINDOW
-
-HALF = WINDOW // 2 + 1  # non-negative frequencies (WINDOW odd: no Nyquist term)
+from simulate.frame import TEMPLATE, Frame
 
 
-@functools.cache
-def _lag_basis(dtype: torch.dtype) -> torch.Tensor:
-    """(2·HALF, PATCH·WINDOW): [C; S] with A[r, c] = Σ_f Re H_f C_f,rc + Im H_f S_f,rc."""
-    first = (WINDOW - PATCH) // 2
-    lag = (first + np.arange(PATCH)[:, None] - np.arange(WINDOW)[None, :]) % WINDOW
-    j = np.arange(HALF)[:, None, None]
-    weight = np.where(j == 0, 1.0, 2.0) / WINDOW  # the negative frequencies folded in
-    angle = 2 * np.pi * j * lag[None] / WINDOW
+@functools.lru_cache(maxsize=32)
+def _lag_basis(dtype: torch.dtype, patch: int, window: int) -> torch.Tensor:
+    """(2·half, patch·window): [C; S] with A[r, c] = Σ_f Re H_f C_f,rc + Im H_f S_f,rc,
+    half = window // 2 + 1 (window odd: no Nyquist term)."""
+    half = window // 2 + 1
+    first = (window - patch) // 2
+    lag = (first + np.arange(patch)[:, None] - np.arange(window)[None, :]) % window
+    j = np.arange(half)[:, None, None]
+    weight = np.where(j == 0, 1.0, 2.0) / window  # the negative frequencies folded in
+    angle = 2 * np.pi * j * lag[None] / window
     basis = np.concatenate([weight * np.cos(angle), -weight * np.sin(angle)])
-    return torch.from_numpy(basis.reshape(2 * HALF, PATCH * WINDOW)).to(dtype)
+    return torch.from_numpy(basis.reshape(2 * half, patch * window)).to(dtype)
 
 
-def _transfer(offset: torch.Tensor, blur: torch.Tensor):
-    """The half-spectrum frequencies f (1, HALF) [1/Å] and H(f) as (Re, Im), each (n, HALF)."""
-    f = torch.arange(HALF, dtype=offset.dtype, device=offset.device)[None] / (WINDOW * SAMPLING)
+def _transfer(offset: torch.Tensor, blur: torch.Tensor, frame: Frame):
+    """The half-spectrum frequencies f (1, half) [1/Å] and H(f) as (Re, Im), each (n, half)."""
+    half = frame.window // 2 + 1
+    f = torch.arange(half, dtype=offset.dtype, device=offset.device)[None]
+    f = f / (frame.window * frame.sampling)
     phase = -2 * math.pi * f * offset[:, None]
     amplitude = torch.exp(-2 * math.pi**2 * blur[:, None] ** 2 * f**2)
     return f, amplitude * torch.cos(phase), amplitude * torch.sin(phase)
 
 
-def _matrices(re: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
-    """Filter matrices (..., PATCH, WINDOW) from the transfer's half spectrum (..., HALF)."""
+def _matrices(re: torch.Tensor, im: torch.Tensor, frame: Frame) -> torch.Tensor:
+    """Filter matrices (..., patch, window) from the transfer's half spectrum (..., half)."""
     lead = re.shape[:-1]
-    spectrum = torch.cat([re, im], -1).reshape(-1, 2 * HALF)
-    out = spectrum @ _lag_basis(re.dtype).to(re.device)
-    return out.reshape(*lead, PATCH, WINDOW)
+    spectrum = torch.cat([re, im], -1).reshape(-1, re.shape[-1] * 2)
+    out = spectrum @ _lag_basis(re.dtype, frame.patch, frame.window).to(re.device)
+    return out.reshape(*lead, frame.patch, frame.window)
 
 
-def filter_matrices(offset: torch.Tensor, blur: torch.Tensor) -> torch.Tensor:
-    """(n, PATCH, WINDOW) blur-and-shift matrices for one image axis."""
-    _, re, im = _transfer(offset, blur)
-    return _matrices(re, im)
+def filter_matrices(
+    offset: torch.Tensor, blur: torch.Tensor, frame: Frame = TEMPLATE
+) -> torch.Tensor:
+    """(n, patch, window) blur-and-shift matrices for one axis of `frame`."""
+    _, re, im = _transfer(offset, blur, frame)
+    return _matrices(re, im, frame)
 
 
-def patch_mean(templates: torch.Tensor, blur, dx, dy) -> torch.Tensor:
-    """μ = A_y · T · A_xᵀ for templates (n, WINDOW, WINDOW) → (n, PATCH, PATCH)."""
-    a_y = filter_matrices(dy, blur)
-    a_x = filter_matrices(dx, blur)
+def patch_mean(templates: torch.Tensor, blur, dx, dy, frame: Frame = TEMPLATE) -> torch.Tensor:
+    """μ = A_y · T · A_xᵀ for templates (n, window, window) → (n, patch, patch) on `frame`."""
+    a_y = filter_matrices(dy, blur, frame)
+    a_x = filter_matrices(dx, blur, frame)
     return a_y @ templates @ a_x.transpose(1, 2)
 
 
-def filter_stack(offset: torch.Tensor, blur: torch.Tensor) -> torch.Tensor:
-    """(n, 6, PATCH, WINDOW): the filter matrix of one axis and its derivatives.
+def filter_stack(offset: torch.Tensor, blur: torch.Tensor, frame: Frame = TEMPLATE) -> torch.Tensor:
+    """(n, 6, patch, window): the filter matrix of one axis and its derivatives.
 
     In order: A (:func:`filter_matrices`), ∂A/∂d, ∂A/∂σ, ∂²A/∂d², ∂²A/∂σ², ∂²A/∂σ∂d
     [Å⁻¹, Å⁻²] — exact, from the transfer function H(f) = exp(−2π²σ²f²) exp(−2πi f d):
@@ -74,7 +77,7 @@ def filter_stack(offset: torch.Tensor, blur: torch.Tensor) -> torch.Tensor:
     ∂²_σ H = (16π⁴σ²f⁴ − 4π²f²) H, ∂_σ∂_d H = (−4π²σ f²)(−2πi f) H.
     Each factor is real or imaginary, so the six spectra are real products.
     """
-    f, re, im = _transfer(offset, blur)
+    f, re, im = _transfer(offset, blur, frame)
     k = -2 * math.pi * f  # ∂_d H = i k H
     widen = -4 * math.pi**2 * blur[:, None] * f**2  # ∂_σ H = widen · H
     curve = widen * widen - 4 * math.pi**2 * f**2  # ∂²_σ H = curve · H
@@ -82,7 +85,7 @@ def filter_stack(offset: torch.Tensor, blur: torch.Tensor) -> torch.Tensor:
     kw = k * widen  # ∂_σ∂_d H = i kw H
     real = torch.stack([re, -k * im, widen * re, dd * re, curve * re, -kw * im], 1)
     imag = torch.stack([im, k * re, widen * im, dd * im, curve * im, kw * re], 1)
-    return _matrices(real, imag)
+    return _matrices(real, imag, frame)
 
 
 IMAGES = ("mu", "s", "x", "y", "ss", "sx", "sy", "xx", "xy", "yy")
@@ -90,8 +93,8 @@ IMAGES = ("mu", "s", "x", "y", "ss", "sx", "sy", "xx", "xy", "yy")
 σ (s), dx (x) and dy (y)."""
 
 
-def patch_images(templates: torch.Tensor, blur, dx, dy) -> torch.Tensor:
-    """(n, 10, PATCH, PATCH): μ = A_y T A_xᵀ and its derivatives of :data:`IMAGES`.
+def patch_images(templates: torch.Tensor, blur, dx, dy, frame: Frame = TEMPLATE) -> torch.Tensor:
+    """(n, 10, patch, patch) on `frame`: μ = A_y T A_xᵀ and its derivatives of :data:`IMAGES`.
 
     With A = A(σ, d) of :func:`filter_stack` per axis (σ shared by the two axes):
     μ_σ = A_y^σ T A_xᵀ + A_y T A_x^σᵀ, μ_x = A_y T A_x'ᵀ, μ_σσ = A_y^σσ T A_xᵀ +
@@ -100,11 +103,11 @@ def patch_images(templates: torch.Tensor, blur, dx, dy) -> torch.Tensor:
     product on the left, then three products on the right give the fifteen A_y^i T A_x^jᵀ
     the images need, summed into one contiguous output.
     """
-    fy = filter_stack(dy, blur)
-    fx = filter_stack(dx, blur)
-    n, p = len(fx), PATCH
-    left = fy.reshape(n, 6 * p, WINDOW) @ templates  # A_y^i T, (n, 6·P, W)
-    right = fx.reshape(n, 6 * p, WINDOW).transpose(1, 2)  # [A_x^jᵀ], (n, W, 6·P)
+    fy = filter_stack(dy, blur, frame)
+    fx = filter_stack(dx, blur, frame)
+    n, p, w = len(fx), frame.patch, frame.window
+    left = fy.reshape(n, 6 * p, w) @ templates  # A_y^i T, (n, 6·P, W)
+    right = fx.reshape(n, 6 * p, w).transpose(1, 2)  # [A_x^jᵀ], (n, W, 6·P)
     # A_y T · all six; [A_y' T; A_y^σ T] · the first three; [A_y'' T; A_y^σσ T; A_y^σ' T] ·
     # the first
     a = (left[:, :p] @ right).reshape(n, p, 6, p)

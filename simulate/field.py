@@ -36,7 +36,7 @@ class Field:
     Attributes
     ----------
     image : (ny, nx) float array
-        Noise-free ADF image [fraction of the beam] at SAMPLING Å/px.
+        Noise-free ADF image [fraction of the beam] at `pixel_size` Å/px.
     x, y : (n,) float arrays
         Column positions [px] (column index, row index).
     site_type : (n,) str array
@@ -49,6 +49,7 @@ class Field:
     y: np.ndarray
     site_type: np.ndarray
     label: np.ndarray
+    pixel_size: float = SAMPLING
 
 
 def default_runs_path() -> Path:
@@ -98,8 +99,13 @@ def simulate_field(
     seed: int = 0,
     runs: str | Path | None = None,
     bank=None,
+    pixel_size: float = SAMPLING,
+    angle: float = 0.0,
 ) -> Field:
-    """A field of `shape` px with classes drawn per site from `class_probs[site_type]`.
+    """A field of `shape` px at `pixel_size` [Å/px] with classes drawn per site from
+    `class_probs[site_type]`, its lattice turned by `angle` [deg] (a1 at `angle` from +x,
+    counter-clockwise with rows along +y); each pixel is the columns' profiles at its
+    centre (a probe position), so any pixel size or turn samples the same continuous image.
 
     `class_probs` gives, per site type, probabilities over
     :func:`prob.classes.classes_of` (e.g. a context-aware prior, or a boosted one).
@@ -109,10 +115,12 @@ def simulate_field(
     rng = np.random.default_rng(seed)
     host = host_of(context.host_metal, context.host_chalcogen)
     a = host.a
-    a1, a2 = np.array([a, 0.0]), np.array([a / 2, a * np.sqrt(3) / 2])
+    t = np.radians(angle)
+    turn = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    a1, a2 = turn @ np.array([a, 0.0]), turn @ np.array([a / 2, a * np.sqrt(3) / 2])
     shift = (a1 + a2) / 3
     ny, nx = shape
-    width, height = nx * SAMPLING, ny * SAMPLING
+    width, height = nx * pixel_size, ny * pixel_size
     origin = np.array([0.37 * a, 0.21 * a]) + rng.uniform(0, 0.2, 2)
     reach = int(np.ceil(max(width, height) / a)) * 2 + 4
     columns = []
@@ -140,31 +148,32 @@ def simulate_field(
         shipped_run_fingerprint(bank),
     )
     image = np.zeros(shape)
-    r_px = int(np.ceil(RADIUS_MAX / SAMPLING))
+    r_px = int(np.ceil(RADIUS_MAX / pixel_size))
     for (_site_type, p), label in zip(columns, labels, strict=True):
         kind = kinds[label]
         if kind is None:
             continue
-        cx, cy = p / SAMPLING
+        cx, cy = p / pixel_size
         x0, x1 = max(int(cx) - r_px, 0), min(int(cx) + r_px + 2, nx)
         y0, y1 = max(int(cy) - r_px, 0), min(int(cy) + r_px + 2, ny)
         if x0 >= x1 or y0 >= y1:
             continue
         yy, xx = np.mgrid[y0:y1, x0:x1]
-        r = np.hypot(xx - cx, yy - cy) * SAMPLING
+        r = np.hypot(xx - cx, yy - cy) * pixel_size
         values = splines[kind](np.minimum(r, RADII[-1]))
         image[y0:y1, x0:x1] += np.where(r <= RADIUS_MAX, values, 0.0)
     inside = [
         (k, p) for k, (_, p) in enumerate(columns) if 0 <= p[0] < width and 0 <= p[1] < height
     ]
     idx = np.array([k for k, _ in inside])
-    pos = np.array([p for _, p in inside]) / SAMPLING
+    pos = np.array([p for _, p in inside]) / pixel_size
     return Field(
         image=image,
         x=pos[:, 0],
         y=pos[:, 1],
         site_type=np.array([columns[k][0] for k in idx]),
         label=np.array([labels[k] for k in idx]),
+        pixel_size=float(pixel_size),
     )
 
 
@@ -180,8 +189,8 @@ def render_field(
 ) -> np.ndarray:
     """Noisy image [fraction of the beam × gain]: blur σ [Å], gain, background, dose [e/Å²]."""
     rng = np.random.default_rng(seed)
-    clean = ndimage.gaussian_filter(field.image, blur / SAMPLING, mode="nearest")
-    electrons = dose * SAMPLING**2
+    clean = ndimage.gaussian_filter(field.image, blur / field.pixel_size, mode="nearest")
+    electrons = dose * field.pixel_size**2
     counts = rng.poisson(np.clip(electrons * (clean + background), 0, None)).astype(float)
     counts += read_noise * rng.standard_normal(counts.shape)
     return amplitude * counts / electrons
@@ -226,8 +235,8 @@ def record_field(
     height gain · (1 + spread · z), read noise and the black level added, rounded and
     clipped to the integer type."""
     rng = np.random.default_rng(seed)
-    clean = ndimage.gaussian_filter(field.image, blur / SAMPLING, mode="nearest")
-    electrons = rng.poisson(np.clip(dose * SAMPLING**2 * (clean + background), 0, None))
+    clean = ndimage.gaussian_filter(field.image, blur / field.pixel_size, mode="nearest")
+    electrons = rng.poisson(np.clip(dose * field.pixel_size**2 * (clean + background), 0, None))
     pulses = electrons + detector.spread * np.sqrt(electrons) * rng.standard_normal(clean.shape)
     value = (
         detector.black + detector.gain * pulses + detector.read * rng.standard_normal(clean.shape)

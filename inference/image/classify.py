@@ -2,12 +2,17 @@
 
 1. Sites: columns found, 2H lattice fitted, sublattices assigned
    (:mod:`inference.image.sites`); which sublattice is brighter comes from the
-   likelihood's own templates for the context. Patches are cut in the
-   template frame at the model's sampling. When the image already has that
-   sampling and the lattice lies along the template axes (mod 120°), sites
-   are rounded to whole pixels and cut without interpolation (interpolation
-   would smooth the counting noise the likelihood expects); the sub-pixel
-   remainder is the nuisance offset's job.
+   likelihood's own templates for the context. Sites are rounded to whole
+   pixels and each patch is the image's own pixels around its site, never
+   resampled (interpolation would smooth and correlate the counting noise the
+   likelihood expects); the sub-pixel remainder is the nuisance offset's job.
+   Where the image has the bank's sampling and its lattice lies along the
+   template axes (mod 120°) that is the template frame itself; otherwise the
+   likelihood renders its templates on the image's grid (:func:`image_frame`,
+   :class:`simulate.frame.Frame`: its pixel size, the lattice's angle), the
+   guide proposes θ from a resampled template-frame copy of the patch (a
+   proposal only: the weights are the native likelihood's), and the amortized
+   shortcut, trained on template-frame patches, is not used.
 2. Image-level context: the grid cases consistent with what is known
    (flags, then file metadata) share one latent m for the whole image,
    p(m | image) ∝ Π_i Σ_c π(c | m) p(x_i | c, m)^(1/τ) over unflagged sites.
@@ -22,12 +27,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import warnings
 from collections.abc import Callable
 
 import numpy as np
 import torch
 import xarray as xr
+from scipy import ndimage
 from tqdm.auto import tqdm
 
 from inference.image.calibration import Known, calibrate
@@ -44,6 +52,7 @@ from prob.context import Context
 from prob.datasets import PRIORS, site_posterior
 from prob.grid import Case, consistent_cases
 from prob.materials import host_of
+from simulate.frame import TEMPLATE, Frame
 from simulate.templates import SAMPLING, WINDOW
 
 _PRIOR_KIND = {"context_free": "uniform", "context_aware": "context_aware"}
@@ -80,14 +89,37 @@ class _Turned:
         return getattr(self._lattice, name)
 
 
-def _aligned(sites: Sites) -> Sites:
-    """Sites rounded to whole pixels with the template angle taken mod 120° to 0, if possible."""
+def image_frame(sites: Sites) -> Frame:
+    """The grid an image's patches are taken on: the template frame where the image has the
+    bank's sampling and its lattice lies along the template axes (mod 120°, a symmetry of
+    every site), else the image's own pixels (:class:`simulate.frame.Frame`), on which the
+    likelihood renders its templates — the pixels are never resampled."""
     lat = sites.lattice
     turn = (lat.template_angle + 60.0) % 120.0 - 60.0
-    if abs(lat.pixel_size - SAMPLING) > 0.005 * SAMPLING or abs(turn) > 0.3:
-        return sites
+    if abs(lat.pixel_size - SAMPLING) <= 0.005 * SAMPLING and abs(turn) <= 0.3:
+        return TEMPLATE
+    return Frame.of_image(lat.pixel_size, turn)
+
+
+def _as_template_pixels(image: Image) -> np.ndarray:
+    """The image with the counting noise of a template-frame pixel, for the guide: an image
+    finer than the bank's sampling is averaged over about one template pixel (a Gaussian of
+    area (SAMPLING / pixel size)² pixels, 0.06 Å rms at 0.1 Å/px — far below any probe), so
+    that its resampled patches carry the noise the guide was trained on, not the noisier
+    single pixels that would halve its dose proposal at 0.1 Å/px."""
+    data = np.asarray(image.data, dtype=np.float64)
+    ratio = SAMPLING / image.pixel_size
+    if ratio <= 1.0:
+        return data
+    return ndimage.gaussian_filter(data, ratio / (2 * math.sqrt(math.pi)), mode="mirror")
+
+
+def _on_pixels(sites: Sites) -> Sites:
+    """Sites rounded to whole pixels, seen with no turn: their patches are the image's own
+    pixels (the sub-pixel remainder is the nuisance offset's job; the frame carries the
+    turn, mod 120°)."""
     return dataclasses.replace(
-        sites, x=np.round(sites.x), y=np.round(sites.y), lattice=_Turned(lat, 0.0)
+        sites, x=np.round(sites.x), y=np.round(sites.y), lattice=_Turned(sites.lattice, 0.0)
     )
 
 
@@ -131,8 +163,21 @@ def classify_image(
         sites = find_sites(image, lattice_constant=lattice_constant, metal_brighter=not brighter)
     cases = consistent_cases(context)
     fitted = np.stack([sites.x, sites.y], 1)  # lattice positions before rounding
-    sites = _aligned(sites)
-    patches = calibration.to_beam(cut_patches(image, sites, sampling=SAMPLING))
+    frame = image_frame(sites)
+    guide_patches = None
+    if not frame.is_template:  # the guide reads template-frame patches (resampled)
+        guide_patches = calibration.to_beam(
+            cut_patches(_as_template_pixels(image), sites, sampling=SAMPLING)
+        )
+    sites = _on_pixels(sites)
+    patches = calibration.to_beam(
+        cut_patches(image, sites, sampling=frame.sampling, size=frame.patch)
+    )
+    if not frame.is_template:
+        say(
+            f"native pixels: {frame.sampling:g} Å/px, lattice at {frame.angle:.1f}°, "
+            f"{frame.patch}² px patches; the amortized shortcut is not used (template frame only)"
+        )
     say(f"{len(sites)} sites ({int((sites.site_type == 'metal').sum())} metal), {len(cases)} cases")
     flagged = sites.edge | sites.contaminated | sites.off_lattice
 
@@ -142,7 +187,17 @@ def classify_image(
         for lo in range(0, len(rows), chunk):
             part = rows[lo : lo + chunk]
             offset = None if offsets is None else offsets(part)
-            parts.append(engine.evidence(patches[part], site_type, cases, seed=seed, offset=offset))
+            parts.append(
+                engine.evidence(
+                    patches[part],
+                    site_type,
+                    cases,
+                    seed=seed,
+                    offset=offset,
+                    frame=frame,
+                    guide_x=None if guide_patches is None else guide_patches[part],
+                )
+            )
             bar.update(len(part))
         return _concatenate(parts)
 
@@ -159,7 +214,9 @@ def classify_image(
     if neighbours and hasattr(engine, "model"):
         best = int(np.argmax(case_post["context_aware"]))
         aware = probability[PRIORS.index("context_aware")]
-        field = NeighbourField(engine.model, sites, aware, cases[best].context, fitted=fitted)
+        field = NeighbourField(
+            engine.model, sites, aware, cases[best].context, fitted=fitted, frame=frame
+        )
         with tqdm(total=len(sites), unit="site", disable=not progress, leave=False) as bar:
             for site_type, (rows, ev) in evidence.items():
                 again = rows[field.affected[rows]]
@@ -215,7 +272,11 @@ def classify_image(
     for name in ("found", "edge", "off_lattice", "contaminated"):
         ds[name] = ("site", flags[name].values)
     ds["khat_flag"] = ("site", pareto > K_HAT_LIMIT)
-    ds["misfit_z"] = ("site", _misfit(engine, patches, ds, cases[best].context, failed, field))
+    ds.attrs["frame"] = json.dumps(frame.describe())
+    ds["misfit_z"] = (
+        "site",
+        _misfit(engine, patches, ds, cases[best].context, failed, field, frame),
+    )
     ds["misfit_z"].attrs["description"] = (
         "z-score of Pearson's X² of the patch under its MAP class at its posterior-mean θ "
         "(inference.image.misfit)"
@@ -250,7 +311,7 @@ def classify_image(
     return ds, summarise(ds, seed=seed)
 
 
-def _misfit(engine, patches, ds, context, failed, field) -> np.ndarray:
+def _misfit(engine, patches, ds, context, failed, field, frame) -> np.ndarray:
     """:func:`inference.image.misfit.misfit_z` of every site (NaN where its integral failed),
     with its defective neighbours in its templates where the neighbour pass put them."""
     z = np.full(len(patches), np.nan)
@@ -264,7 +325,7 @@ def _misfit(engine, patches, ds, context, failed, field) -> np.ndarray:
         part = rows[lo : lo + 1024]
         offset = None
         if field is not None and field.affected[part].any():
-            offset = np.zeros((len(part), 4, WINDOW, WINDOW), dtype=np.float32)
+            offset = np.zeros((len(part), 4, frame.window, frame.window), dtype=np.float32)
             near = field.affected[part]
             offset[near] = field.offsets(part[near])
         z[part] = misfit_z(
@@ -274,6 +335,7 @@ def _misfit(engine, patches, ds, context, failed, field) -> np.ndarray:
             labels[part],
             theta[part],
             offset=offset,
+            frame=frame,
         )
     return z
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from likelihood.render import patch_mean
-from simulate.templates import SAMPLING
+from simulate.frame import TEMPLATE, Frame
 
 MISFIT_Z = 4.5
 """The z-score beyond which a site is flagged. Were the model exact, z would be standard normal;
@@ -36,7 +36,15 @@ percentile was 4.23 (``bench_realism.py --part false-alarm``), so the threshold 
 
 
 def misfit_z(
-    model, patches, contexts, labels, theta, *, variants: int = 4, offset=None
+    model,
+    patches,
+    contexts,
+    labels,
+    theta,
+    *,
+    variants: int = 4,
+    offset=None,
+    frame: Frame = TEMPLATE,
 ) -> np.ndarray:
     """z-score of Pearson's X² (module docstring) per site, the best variant's.
 
@@ -51,6 +59,8 @@ def misfit_z(
         Each site's θ (posterior mean).
     offset : (n, variants, W, W) array, optional
         Added to each site's templates: its defective neighbours (as the posterior saw them).
+    frame : Frame
+        The grid the patches (and `offset`) are on.
     """
     n = len(labels)
     if n == 0:
@@ -60,14 +70,14 @@ def misfit_z(
     best = torch.full((n,), math.inf, dtype=torch.float64)
     with torch.no_grad():
         for v in range(variants):
-            t = model.templates(list(contexts), list(labels), [v] * n).to(torch.float64)
+            t = model.templates(list(contexts), list(labels), [v] * n, frame).to(torch.float64)
             if offset is not None:
                 t = (t + torch.as_tensor(np.asarray(offset)[:, v], dtype=torch.float64)).clamp(
                     min=0.0
                 )
-            mean = patch_mean(t, theta[:, 2], theta[:, 3], theta[:, 4])
+            mean = patch_mean(t, theta[:, 2], theta[:, 3], theta[:, 4], frame)
             a = theta[:, 0, None, None]
-            n_e = (theta[:, 5] * SAMPLING**2)[:, None, None]
+            n_e = (theta[:, 5] * frame.pixel_area)[:, None, None]
             y = x * n_e / a
             rate = n_e * (mean + theta[:, 1, None, None])
             variance = rate.clamp_min(0.0) + float(model.noise_variance)

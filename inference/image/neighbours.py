@@ -10,6 +10,7 @@ from inference.image.sites import Sites
 from prob.classes import CLASSES, classes_of
 from prob.context import Context
 from prob.materials import host_of
+from simulate.frame import TEMPLATE, Frame
 from simulate.templates import SAMPLING, WINDOW
 
 
@@ -22,11 +23,19 @@ class NeighbourField:
     placed where the template has that column, at each variant's defocus.
     `probability` (n, 7) is the first pass's (context-aware), `context` the image's
     MAP case; `fitted` (n, 2) [px] the lattice positions if `sites` holds them rounded.
-    Only neighbours with p(defect) of about 5 % or more count.
+    Only neighbours with p(defect) of about 5 % or more count. :meth:`offsets` are on
+    `frame`'s grid (the patches').
     """
 
     def __init__(
-        self, model, sites: Sites, probability: np.ndarray, context: Context, *, fitted=None
+        self,
+        model,
+        sites: Sites,
+        probability: np.ndarray,
+        context: Context,
+        *,
+        fitted=None,
+        frame: Frame = TEMPLATE,
     ) -> None:
         from scipy.spatial import cKDTree
 
@@ -36,6 +45,7 @@ class NeighbourField:
         from simulate.templates import VARIANTS, kind_of, site_geometry
 
         self.sites = sites
+        self.frame = frame
         host = host_of(context.host_metal, context.host_chalcogen)
         self.host = host
         n = len(sites)
@@ -68,7 +78,8 @@ class NeighbourField:
         scale = np.abs(change).max()
         strong = np.abs(change).max(axis=(1, 2)) > 0.05 * scale if scale > 0 else np.zeros(n, bool)
         p = sites.lattice.pixel_size
-        self.t = np.radians(sites.lattice.template_angle)
+        # image offsets → template frame: the patches' turn (cut turned, or on a turned frame)
+        self.t = np.radians(sites.lattice.template_angle + frame.angle)
         self.xy = (np.stack([sites.x, sites.y], 1) if fitted is None else np.asarray(fitted)) * p
         strong_idx = np.nonzero(strong)[0]
         self.reach = (WINDOW // 2) * SAMPLING * np.sqrt(2) + RADIUS_MAX
@@ -92,7 +103,8 @@ class NeighbourField:
         """(len(rows), variant, W, W) [fraction of the beam]."""
         from likelihood.geometry import placement_matrix
 
-        out = np.zeros((len(rows), self.change.shape[1], WINDOW * WINDOW), dtype=np.float32)
+        w = self.frame.window
+        out = np.zeros((len(rows), self.change.shape[1], w * w), dtype=np.float32)
         t, types = self.t, self.sites.site_type
         for r, i in enumerate(rows):
             for j in self.near[i]:
@@ -105,7 +117,8 @@ class NeighbourField:
                         continue  # the fit jitters by ~0.1 Å: not a column of this template
                     key = (types[i], v, types[j], k)
                     if key not in self._matrices:
-                        matrix = placement_matrix([tuple(options[k])]).astype(np.float32)
+                        matrix = placement_matrix([tuple(options[k])], self.frame)
+                        matrix = matrix.astype(np.float32)
                         self._matrices[key] = matrix
                     out[r, v] += self._matrices[key] @ self.change[j, v].astype(np.float32)
-        return out.reshape(len(rows), -1, WINDOW, WINDOW)
+        return out.reshape(len(rows), -1, w, w)

@@ -19,6 +19,7 @@ from prob.classes import CLASSES, applies, classes_of
 from prob.context import NONE, Context
 from prob.grid import Case, grid_cases
 from prob.priors import context_aware_prior
+from simulate.frame import TEMPLATE, Frame
 from simulate.templates import VARIANTS
 
 
@@ -107,12 +108,16 @@ def candidate_set(site_type: str, cases: Sequence[Case | Context]) -> CandidateS
     return CandidateSet(site_type, contexts, labels, candidates, index)
 
 
-def candidate_templates(model, candidates: Sequence[tuple[Context, str]]) -> torch.Tensor:
-    """The likelihood's templates (candidate, variant, W, W) [fraction of the beam]."""
+def candidate_templates(
+    model, candidates: Sequence[tuple[Context, str]], frame: Frame = TEMPLATE
+) -> torch.Tensor:
+    """The likelihood's templates (candidate, variant, W, W) [fraction of the beam] on
+    `frame`'s grid."""
     contexts = [c for c, _ in candidates]
     labels = [label for _, label in candidates]
+    n = len(labels)
     with torch.no_grad():
-        parts = [model.templates(contexts, labels, [v] * len(labels)) for v in range(len(VARIANTS))]
+        parts = [model.templates(contexts, labels, [v] * n, frame) for v in range(len(VARIANTS))]
     return torch.stack(parts, 1)
 
 

@@ -34,6 +34,7 @@ from inference.theta.importance import PairEvidence, integrate, laplace_only
 from inference.theta.modesearch import concat_search, first_round, search, subset_search
 from inference.theta.screen import profile_score
 from inference.theta.transform import to_theta_array, to_unconstrained
+from simulate.frame import TEMPLATE, Frame
 
 SIBLING_ROUNDS = 3
 """Moment-matched rounds a screened-out variant of a candidate with mass gets, from its best
@@ -52,21 +53,29 @@ class Shared:
     groups: np.ndarray  # distinct context features of the candidates
     group_of: np.ndarray  # candidate → group
     label_of: np.ndarray  # candidate → class index
+    frame: Frame = TEMPLATE  # the grid the patches and templates are on
 
 
-def chunk_evidence(engine, xs, allowed, shared: Shared, *, rng, start, truth, offset):
+def chunk_evidence(
+    engine, xs, allowed, shared: Shared, *, rng, start, truth, offset, guide_xs=None
+):
     """Evidence of the pairs of one chunk of sites, by the steps of the module docstring;
     `engine` (a :class:`~inference.posterior.engine.PosteriorEngine`) holds the settings.
+    `xs` are on `shared.frame`; the guide reads `guide_xs` (template frame) where given.
 
     Returns (pairs (site, candidate), log evidence per (pair, variant), the indices of
     the integrated ones, their :class:`PairEvidence`, and their (site, candidate,
     variant)).
     """
     templates, groups, group_of = shared.templates, shared.groups, shared.group_of
+    frame = shared.frame
     n_var = templates.shape[1]
     pairs = np.argwhere(allowed)  # (site, candidate)
     if start is None:
-        u_pair = guide_proposals(engine.guide, xs, pairs, group_of, groups, shared.label_of)
+        seen = xs if guide_xs is None else guide_xs
+        u_pair = guide_proposals(engine.guide, seen, pairs, group_of, groups, shared.label_of)
+        if not frame.is_template:  # the proposal's offsets, turned onto the patches' grid
+            u_pair[:, 3:5] = u_pair[:, 3:5] @ frame.rotation().T
     else:
         u_pair = to_unconstrained(start, engine.prior).numpy()[pairs[:, 0]]
     site = np.repeat(pairs[:, 0], n_var)
@@ -88,7 +97,7 @@ def chunk_evidence(engine, xs, allowed, shared: Shared, *, rng, start, truth, of
 
     # 1: profile score at the proposal (one filtering per pair)
     score = profile_score(
-        flat, site, table, tix, _theta_of(engine, u0), engine.variance, engine.prior
+        flat, site, table, tix, _theta_of(engine, u0), engine.variance, engine.prior, frame=frame
     )
     # 2: an anchor per (site, host and imaging group) that can matter at all (its best
     # score within the profile margin of the site's best): that best-scoring pair,
@@ -103,6 +112,7 @@ def chunk_evidence(engine, xs, allowed, shared: Shared, *, rng, start, truth, of
         engine.prior,
         engine.variance,
         config=engine.config,
+        frame=frame,
     )
     where = np.searchsorted(key[anchor], key).clip(max=len(anchor) - 1)
     near = key[anchor][where] == key  # pairs of a group with an anchor
@@ -116,6 +126,7 @@ def chunk_evidence(engine, xs, allowed, shared: Shared, *, rng, start, truth, of
         _theta_of(engine, u_anchor),
         engine.variance,
         engine.prior,
+        frame=frame,
     )
     better = score_a > score
     u0[near] = np.where(better[near][:, None], u_anchor, u0[near])
@@ -138,13 +149,18 @@ def chunk_evidence(engine, xs, allowed, shared: Shared, *, rng, start, truth, of
         return _within(log_ev[both], site[both], len(xs), engine.screen)[len(anchor) :]
 
     quick = first_round(
-        flat[site[others]], pair_t(others), u0[others], engine.prior, engine.variance
+        flat[site[others]], pair_t(others), u0[others], engine.prior, engine.variance, frame=frame
     )
     alt = np.nonzero(~screened(quick.laplace) & near[others] & ~better[others])[0]
     if len(alt):
         j = others[alt]
         quick_a = first_round(
-            flat[site[j]], pair_t(j), found.mode[where[j]], engine.prior, engine.variance
+            flat[site[j]],
+            pair_t(j),
+            found.mode[where[j]],
+            engine.prior,
+            engine.variance,
+            frame=frame,
         )
         gain = quick_a.laplace > quick.laplace[alt]
         quick = quick.replace(alt[gain], quick_a.take(np.nonzero(gain)[0]))
@@ -164,6 +180,7 @@ def chunk_evidence(engine, xs, allowed, shared: Shared, *, rng, start, truth, of
             engine.variance,
             config=engine.config,
             first=quick,
+            frame=frame,
         )
         return concat_search([found, more]), np.concatenate([idx, rows])
 
@@ -177,7 +194,9 @@ def chunk_evidence(engine, xs, allowed, shared: Shared, *, rng, start, truth, of
     # sibling's mode (stopping early more than SIBLING_SLACK below), then the screen.
     rows, start = _siblings(site, cand, idx, found.mode, log_ev, len(xs), engine.min_mass)
     if len(rows):
-        quick = first_round(flat[site[rows]], pair_t(rows), start, engine.prior, engine.variance)
+        quick = first_round(
+            flat[site[rows]], pair_t(rows), start, engine.prior, engine.variance, frame=frame
+        )
         for _ in range(SIBLING_ROUNDS - 1):
             log_ev[rows] = np.maximum(log_ev[rows], quick.laplace)
             on = _within(log_ev, site, len(xs), SIBLING_SLACK)[rows]
@@ -185,7 +204,12 @@ def chunk_evidence(engine, xs, allowed, shared: Shared, *, rng, start, truth, of
             if not len(rows):
                 break
             quick = first_round(
-                flat[site[rows]], pair_t(rows), quick.mode, engine.prior, engine.variance
+                flat[site[rows]],
+                pair_t(rows),
+                quick.mode,
+                engine.prior,
+                engine.variance,
+                frame=frame,
             )
         log_ev[rows] = np.maximum(log_ev[rows], quick.laplace)
         ok = _within(log_ev, site, len(xs), engine.screen)[rows]

@@ -45,6 +45,7 @@ from inference.posterior.shortcut import with_amortized
 from inference.theta.config import EvidenceConfig
 from prob.classes import CLASSES
 from prob.grid import Case
+from simulate.frame import TEMPLATE, Frame
 from simulate.renderer import NuisancePrior
 
 CHUNK_PAIRS = 4096
@@ -117,13 +118,25 @@ class PosteriorEngine:
         if variance is None:
             variance = float(model.noise_variance.detach())
         self.variance = float(variance)
-        self._template_fn = template_fn or (lambda cands: candidate_templates(model, cands))
+        self._template_fn = template_fn
         self._templates: dict[tuple, torch.Tensor] = {}
 
-    def templates(self, cset: CandidateSet) -> torch.Tensor:
-        key = tuple(template_key(label, c) for c, label in cset.candidates)
+    def templates(self, cset: CandidateSet, frame: Frame = TEMPLATE) -> torch.Tensor:
+        """The candidates' templates (candidate, variant, W, W) on `frame`'s grid (cached)."""
+        key = (frame, *(template_key(label, c) for c, label in cset.candidates))
         if key not in self._templates:
-            self._templates[key] = self._template_fn(cset.candidates).float()
+            if self._template_fn is None:
+                made = candidate_templates(self.model, cset.candidates, frame)
+            elif frame.is_template:
+                made = self._template_fn(cset.candidates)
+            else:
+                raise ValueError(
+                    f"frame={frame.describe()}: this engine's templates (the bank's own) "
+                    "exist in the template frame only"
+                )
+            if len(self._templates) > 64:
+                self._templates.clear()  # many images' frames: keep the cache bounded
+            self._templates[key] = made.float()
         return self._templates[key]
 
     def evidence(
@@ -139,6 +152,8 @@ class PosteriorEngine:
         own_case: np.ndarray | None = None,
         offset: np.ndarray | None = None,
         shortcut: bool = True,
+        frame: Frame = TEMPLATE,
+        guide_x: np.ndarray | None = None,
     ) -> SiteEvidence:
         """Evidence of patches `x` (n, P, P) of `site_type` under every candidate of `cases`.
 
@@ -170,10 +185,25 @@ class PosteriorEngine:
             amortized network finds decisive are taken from it
             (:mod:`inference.posterior.shortcut`; flagged in :attr:`SiteEvidence.amortized`)
             and the rest go through the θ integral. False: every site through the integral.
+        frame : Frame
+            The grid `x` is observed on (and `offset` given on): the template frame, or an
+            image's own pixels (:class:`simulate.frame.Frame`), on which the likelihood
+            renders its templates. Off the template frame the shortcut is not used (it
+            was trained on template-frame patches) and every site goes through the integral.
+        guide_x : (n, PATCH, PATCH), optional
+            The same sites' patches in the template frame, for the guide's proposals;
+            needed off the template frame (the proposal's offsets are turned onto `frame`).
         """
         x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 3 or x.shape[1:] != (frame.patch, frame.patch):
+            raise ValueError(
+                f"x: shape {x.shape}, expected (n, {frame.patch}, {frame.patch}) on {frame}"
+            )
+        if not frame.is_template and guide_x is None:
+            raise ValueError("guide_x: needed off the template frame (the guide's patches)")
         usable = (
             shortcut
+            and frame.is_template
             and self.shortcut is not None
             and start is None
             and offset is None
@@ -181,9 +211,8 @@ class PosteriorEngine:
             and len(x) > 0
         )
         if not usable:
-            return self._integrate(
-                x, site_type, cases, seed, chunk, start, truth, own_case, offset
-            )[0]
+            every = (x, site_type, cases, seed, chunk, start, truth, own_case, offset)
+            return self._integrate(*every, frame=frame, guide_x=guide_x)[0]
         own = np.zeros(len(x), dtype=np.int64) if own_case is None else np.asarray(own_case)
         verdict = self.shortcut.judge(x, candidate_set(site_type, cases), cases, own, truth)
         rest = np.nonzero(~verdict.decisive)[0]
@@ -216,12 +245,25 @@ class PosteriorEngine:
         return self._integrate(x, site_type, cases, seed, None, None, None, own_case, None, True)
 
     def _integrate(
-        self, x, site_type, cases, seed, chunk, start, truth, own_case, offset, keep_pairs=False
+        self,
+        x,
+        site_type,
+        cases,
+        seed,
+        chunk,
+        start,
+        truth,
+        own_case,
+        offset,
+        keep_pairs=False,
+        *,
+        frame: Frame = TEMPLATE,
+        guide_x=None,
     ) -> tuple[SiteEvidence, PairTable | None]:
         """The θ integral of every site (the arguments as :meth:`evidence` takes them), and
         with `keep_pairs` the table of the pairs it integrated."""
         cset = candidate_set(site_type, cases)
-        templates = self.templates(cset)
+        templates = self.templates(cset, frame)
         x = np.asarray(x, dtype=np.float32)
         n, k = len(x), len(cset.candidates)
         shape = (n, k)
@@ -252,6 +294,7 @@ class PosteriorEngine:
             groups=groups,
             group_of=group_of.ravel(),
             label_of=np.array([CLASSES.index(label) for _, label in cset.candidates]),
+            frame=frame,
         )
 
         def one(lo: int, size: int):
@@ -265,6 +308,7 @@ class PosteriorEngine:
                 start=None if start is None else np.asarray(start)[sl],
                 truth=None if truth is None else np.asarray(truth)[sl],
                 offset=None if offset is None else np.asarray(offset[sl]),
+                guide_xs=None if guide_x is None else np.asarray(guide_x[sl], dtype=np.float32),
             )
 
         def job(lo: int):

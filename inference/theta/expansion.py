@@ -40,8 +40,8 @@ import numpy as np
 from inference.theta import _expansion_kernels as kernels
 from inference.theta._pixels import accumulate
 from inference.theta.transform import DIM, Transform
+from simulate.frame import TEMPLATE, Frame
 from simulate.renderer import NuisancePrior
-from simulate.templates import SAMPLING
 
 Z = 12
 """Components of z = (β₀ … β₁₀, s)."""
@@ -64,7 +64,7 @@ class Expansion:
     def z(self, theta: np.ndarray) -> np.ndarray:
         """z (…, 12) for θ (P, …, 6) of these pairs."""
         t0 = self.theta0.reshape(self.theta0.shape[:1] + (1,) * (theta.ndim - 2) + (DIM,))
-        n = theta[..., 5] * SAMPLING**2
+        n = theta[..., 5] * self.transform.frame.pixel_area
         d = [theta[..., j] - t0[..., j] for j in (2, 3, 4)]  # δσ, δx, δy
         return np.stack(
             [
@@ -110,6 +110,7 @@ def expand(
     *,
     theta: np.ndarray | None = None,
     exact: bool = True,
+    frame: Frame = TEMPLATE,
 ) -> Expansion:
     """The expansion of P pairs: images at θ_img, pixel densities at θ (default θ_img).
 
@@ -130,11 +131,13 @@ def expand(
     exact : bool
         Exact Poisson–Gaussian pixels (with the third-order term), or the
         moment-matched Gaussian to second order (mode search only).
+    frame : Frame
+        The patches' pixel grid (its pixel area turns dose into electrons).
     """
     x = np.asarray(x, dtype=np.float64)
     theta_images = np.asarray(theta_images, dtype=np.float64)
     theta = theta_images if theta is None else np.asarray(theta, dtype=np.float64)
-    transform = Transform(prior)
+    transform = Transform(prior, frame)
     n = len(x)
     shell = Expansion(
         transform,

@@ -29,7 +29,8 @@ from inference.theta.config import EvidenceConfig
 from inference.theta.expansion import Expansion, Z, expand
 from inference.theta.transform import DIM, Transform
 from likelihood.render import patch_images
-from simulate.renderer import PATCH, NuisancePrior
+from simulate.frame import TEMPLATE, Frame
+from simulate.renderer import NuisancePrior
 
 BOX = np.array([0.05, 1.0, 0.5, 0.03, 0.03, 0.3])
 """Largest move per round in u (log a, logit b, logit σ, dx [Å], dy [Å], logit dose), or
@@ -41,16 +42,18 @@ DRIFT = 1.0
 """New images once the optics have moved this many posterior sd from where they were made."""
 
 
-def images_at(templates: torch.Tensor, theta: np.ndarray, chunk: int = 128) -> np.ndarray:
-    """(P, 10, pixels) μ and its derivative images of templates (P, W, W) at θ (P, 6), in
+def images_at(
+    templates: torch.Tensor, theta: np.ndarray, chunk: int = 128, frame: Frame = TEMPLATE
+) -> np.ndarray:
+    """(P, 10, pixels) μ and its derivative images of templates (P, W, W) on `frame` at θ (P, 6), in
     the templates' precision (float32: the expansion reads them into float64 pixel by
     pixel, so widening them here would only double the memory every copy moves)."""
     th = torch.as_tensor(theta, dtype=templates.dtype)
-    out = torch.empty(len(th), 10, PATCH * PATCH, dtype=templates.dtype)
+    out = torch.empty(len(th), 10, frame.patch**2, dtype=templates.dtype)
     with torch.no_grad():
         for lo in range(0, len(th), chunk):
             t = th[lo : lo + chunk]
-            im = patch_images(templates[lo : lo + chunk], t[:, 2], t[:, 3], t[:, 4])
+            im = patch_images(templates[lo : lo + chunk], t[:, 2], t[:, 3], t[:, 4], frame)
             out[lo : lo + chunk] = im.flatten(2)
     return out.numpy()
 
@@ -146,6 +149,7 @@ def first_round(
     variance: float,
     *,
     iterations: int = 12,
+    frame: Frame = TEMPLATE,
 ) -> FirstRound:
     """One moment-matched round of P pairs: the cheap screen of
     :class:`inference.posterior.engine.PosteriorEngine`.
@@ -154,17 +158,19 @@ def first_round(
     re-expanded at the new point for its value and curvature (the quick Laplace value),
     which is also the first round of :func:`search` when it carries on from here.
     """
-    transform = Transform(prior)
+    transform = Transform(prior, frame)
     u = np.array(u0, dtype=np.float64).reshape(-1, DIM)
-    x = np.asarray(x, dtype=np.float64).reshape(len(u), PATCH * PATCH)
+    x = np.asarray(x, dtype=np.float64).reshape(len(u), frame.patch**2)
     theta = transform.theta(u)
-    images = images_at(templates, theta).reshape(len(u), 10, x.shape[1])
-    exp = expand(x, images, theta, variance, prior, exact=False)
+    images = images_at(templates, theta, frame=frame).reshape(len(u), 10, x.shape[1])
+    exp = expand(x, images, theta, variance, prior, exact=False, frame=frame)
     u_new, _, _ = _round(exp, u, u, iterations, BOX_GAUSS)
     # the value at the new point from a new expansion there (an actual function value, not
     # the first expansion's extrapolation, which can be far too high where it was left);
     # where that is worse than the start's own value, the start is kept
-    again = expand(x, images, theta, variance, prior, theta=transform.theta(u_new), exact=False)
+    again = expand(
+        x, images, theta, variance, prior, theta=transform.theta(u_new), exact=False, frame=frame
+    )
     value, _, hess = again.derivatives(u_new)
     value0, _, hess0 = exp.derivatives(u)
     worse = value < value0
@@ -221,20 +227,22 @@ def search(
     *,
     config: EvidenceConfig | None = None,
     first: FirstRound | None = None,
+    frame: Frame = TEMPLATE,
 ) -> Search:
-    """Mode search and Laplace fit of P pairs: patches x (P, pixels), templates (P, W, W).
+    """Mode search and Laplace fit of P pairs: patches x (P, pixels), templates (P, W, W),
+    both on `frame`.
 
     From u0, or — with `first` given (u0 is then its mode) — carrying on from a
     :func:`first_round`: its images and its expansion are this search's first round's.
     """
     config = config or EvidenceConfig()
-    transform = Transform(prior)
+    transform = Transform(prior, frame)
     x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
     u = np.array(u0, dtype=np.float64)
     n = len(u)
     if first is None:
         u_img = u.copy()
-        images = images_at(templates, transform.theta(u_img))
+        images = images_at(templates, transform.theta(u_img), frame=frame)
         pending = None
     else:
         u_img, images, pending = first.u_img.copy(), first.images.copy(), first.expansion
@@ -261,6 +269,7 @@ def search(
                     prior,
                     theta=transform.theta(u[sel]),
                     exact=flag,
+                    frame=frame,
                 )
             u_new, move, drift = _round(
                 exp, u[sel], u_img[sel], config.newton, BOX if flag else BOX_GAUSS
@@ -276,12 +285,13 @@ def search(
         redo = np.nonzero(stale & ~done)[0]
         if len(redo):
             u_img[redo] = u[redo]
-            images[redo] = images_at(templates[redo], transform.theta(u_img[redo]))
+            images[redo] = images_at(templates[redo], transform.theta(u_img[redo]), frame=frame)
     # pairs whose last expansion was not an exact one at a converged point get one more
     need = np.nonzero(~(final.exact & done))[0]
     if len(need):
         theta = transform.theta(u[need])
-        exp = expand(x[need], images_at(templates[need], theta), theta, variance, prior)
+        images_need = images_at(templates[need], theta, frame=frame)
+        exp = expand(x[need], images_need, theta, variance, prior, frame=frame)
         u[need] = newton(exp, u[need].copy(), config.newton, BOX)
         final.store(need, exp)
         rounds[need] += 1

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from likelihood.render import patch_mean
+from simulate.frame import TEMPLATE, Frame
 from simulate.renderer import NuisancePrior
-from simulate.templates import SAMPLING
 
 
 def profile_score(
@@ -36,9 +36,10 @@ def profile_score(
     prior: NuisancePrior,
     *,
     chunk: int = 256,
+    frame: Frame = TEMPLATE,
 ) -> np.ndarray:
     """Score (P,) [nats, up to a per-site constant] of pairs (site[p], table[template[p]]) at
-    θ (P, 6); `table` (templates, W, W).
+    θ (P, 6); `table` (templates, W, W) on `frame`, the patches' grid.
 
     x (sites, pixels) are the patches; blur and offsets of θ are used, gain and
     background profiled out. The weights are the data's counting noise at the
@@ -55,7 +56,7 @@ def profile_score(
     for out_, j in ((gain, 0), (dose, 5)):
         v = theta[np.lexsort((theta[:, j], site)), j]  # by site, then value
         out_[present] = 0.5 * (v[lo] + v[hi])
-    n_e = (dose * SAMPLING**2)[:, None]
+    n_e = (dose * frame.pixel_area)[:, None]
     var = gain[:, None] * np.maximum(flat, gain[:, None] / n_e) / n_e
     w = 1.0 / (var + gain[:, None] ** 2 * variance / n_e**2)  # (sites, pixels)
     wx = w * flat
@@ -66,7 +67,7 @@ def profile_score(
         sl = slice(lo, lo + chunk)
         with torch.no_grad():
             t = table[torch.from_numpy(template[sl])]
-            mu = patch_mean(t, th[sl, 2], th[sl, 3], th[sl, 4]).flatten(1).numpy()
+            mu = patch_mean(t, th[sl, 2], th[sl, 3], th[sl, 4], frame).flatten(1).numpy()
         out[sl] = _score(sums[site[sl]], _moments(mu, site[sl], w, wx), prior)
     return out
 

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from simulate.frame import TEMPLATE, Frame
 from simulate.renderer import NuisancePrior
-from simulate.templates import SAMPLING
 
 DIM = 6
 """Nuisance parameters per site, in :data:`prob.nuisance.PARAMS` order."""
@@ -158,20 +158,20 @@ def sample_prior(n: int, prior: NuisancePrior, generator: torch.Generator) -> to
     return u
 
 
-def constants(prior: NuisancePrior) -> np.ndarray:
-    """The transform's constants (and the pixel area [Å²]) as the compiled kernels take them:
-    :func:`bounds`, sd log a, sd offset [Å], s², the Gaussian priors' normalising constant,
-    log s²."""
+def constants(prior: NuisancePrior, pixel_area: float = TEMPLATE.pixel_area) -> np.ndarray:
+    """The transform's constants (and the pixel area s² [Å²]) as the compiled kernels take
+    them: :func:`bounds`, sd log a, sd offset [Å], s², the Gaussian priors' normalising
+    constant, log s²."""
     return np.array(
         [
             *bounds(prior),
             prior.amplitude_log_sd,
             prior.offset_sd,
-            SAMPLING**2,
+            pixel_area,
             -1.5 * math.log(2 * math.pi)
             - math.log(prior.amplitude_log_sd)
             - 2 * math.log(prior.offset_sd),
-            math.log(SAMPLING**2),
+            math.log(pixel_area),
         ]
     )
 
@@ -179,13 +179,15 @@ def constants(prior: NuisancePrior) -> np.ndarray:
 @dataclass(frozen=True)
 class Transform:
     """θ(u) under one nuisance prior, in numpy, with the constants the compiled kernels of
-    the θ integral take (they repeat θ(u) and the log prior in numba, one draw at a time)."""
+    the θ integral take (they repeat θ(u) and the log prior in numba, one draw at a time);
+    `frame` is the pixel grid of the patches (its pixel area turns dose into electrons)."""
 
     prior: NuisancePrior
+    frame: Frame = TEMPLATE
 
     def theta(self, u: np.ndarray) -> np.ndarray:
         return to_theta_array(u, self.prior)
 
     @functools.cached_property
     def constants(self) -> np.ndarray:
-        return constants(self.prior)
+        return constants(self.prior, self.frame.pixel_area)

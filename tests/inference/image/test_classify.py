@@ -53,7 +53,7 @@ def test_chunks_change_nothing_but_the_random_numbers(classified):
 def test_neighbour_field_places_the_neighbours_where_the_templates_have_them(classified):
     """Mean-field offsets: zero away from probable defects, a dip where a vacancy neighbours,
     never a negative template."""
-    from inference.image.classify import _aligned
+    from inference.image.classify import _on_pixels
     from inference.image.neighbours import NeighbourField
     from inference.image.sites import find_sites
     from inference.posterior.candidates import candidate_set
@@ -61,7 +61,7 @@ def test_neighbour_field_places_the_neighbours_where_the_templates_have_them(cla
 
     _, ds, _, image = classified
     engine, _, _ = load_engine()
-    sites = _aligned(find_sites(image, lattice_constant=3.28, metal_brighter=True))
+    sites = _on_pixels(find_sites(image, lattice_constant=3.28, metal_brighter=True))
     assert np.array_equal(sites.x, ds["x"].values)
     host = np.array([0 if t == "metal" else 3 for t in sites.site_type])  # M, X2
     p = np.eye(len(CLASSES))[host]
@@ -120,3 +120,34 @@ def test_summary_fractions_count_the_drawn_classes_and_skip_impossible_ones():
     assert d["expected_count"] == pytest.approx(10.0) and d["of_sites"] == n_metal
     assert d["ci95"][0] < 10 / 40 < d["ci95"][1] and d["median"] == pytest.approx(11 / 42, abs=0.02)
     assert "XS" not in out["fractions"] and "VM" in out["fractions"]
+
+
+def test_an_image_at_its_own_pixel_size_and_turn_is_classified_on_its_own_pixels():
+    """0.127 Å/px with the lattice turned by 37°: no resampling — the likelihood renders
+    its templates on the image's grid, and the classes are as right as at 0.2 Å/px."""
+    import json
+
+    field = simulate_field(CONTEXT, RATES, shape=(142, 142), seed=4, pixel_size=0.127, angle=37.0)
+    image = read_image_array(render_field(field, dose=1e5, seed=5), 0.127)
+    engine, tau, _ = load_engine()
+    ds, _ = classify_image(image, USER, engine, temperature=tau, overrides=OVERRIDES)
+    frame = json.loads(ds.attrs["frame"])
+    assert frame["sampling"] == pytest.approx(0.127)
+    assert (frame["patch"], frame["window"]) == (33, 71)
+    assert abs((frame["angle"] - 37.0 + 60.0) % 120.0 - 60.0) < 1.0  # the turn, mod 120°
+    assert not ds["amortized"].values.any()  # the shortcut lives in the template frame
+    dist, near = cKDTree(np.stack([field.x, field.y], 1)).query(
+        np.stack([ds["x"].values, ds["y"].values], 1)
+    )
+    inner = ~(ds["edge"].values | ds["contaminated"].values)
+    assert np.mean(dist[inner] * 0.127 < 0.3) > 0.98
+    truth = np.array([CLASSES.index(c) for c in field.label[near]])
+    p = ds["probability"].sel(prior="context_aware").values
+    assert inner.sum() > 30
+    assert np.mean(p[inner].argmax(1) == truth[inner]) > 0.9
+
+
+def read_image_array(data, pixel_size):
+    from inference.image.io import Image
+
+    return Image(data, pixel_size=pixel_size, kv=CONTEXT.kv, detector=None, source="test")
