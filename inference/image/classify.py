@@ -239,7 +239,13 @@ def classify_image(
         best = int(np.argmax(case_post["context_aware"]))
         aware = probability[PRIORS.index("context_aware")]
         field = NeighbourField(
-            engine.model, sites, aware, cases[best].context, fitted=fitted, frame=frame
+            engine.model,
+            sites,
+            aware,
+            cases[best].context,
+            fitted=fitted,
+            frame=frame,
+            blur_max=engine.prior.blur_max,
         )
         with tqdm(total=len(sites), unit="site", disable=not progress, leave=False) as bar:
             for site_type, (rows, ev) in evidence.items():

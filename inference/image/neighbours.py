@@ -11,7 +11,13 @@ from prob.classes import CLASSES, classes_of
 from prob.context import Context
 from prob.materials import host_of
 from simulate.frame import TEMPLATE, Frame
-from simulate.templates import SAMPLING, WINDOW
+from simulate.renderer import NuisancePrior
+
+NEGLIGIBLE = 1e-3
+"""A neighbour's change below this share of its own peak is left out: a column profile
+falls to 0.1 % of its peak by 3.1 Å (MoS2, 60 kV HAADF) or 2 Å (WSe2, 200 kV MAADF), and
+at 10⁶ e/Å² 0.1 % of a missing Mo column is 0.8 electrons in a pixel whose counting
+noise is 14."""
 
 
 class NeighbourField:
@@ -23,8 +29,10 @@ class NeighbourField:
     placed where the template has that column, at each variant's defocus.
     `probability` (n, 7) is the first pass's (context-aware), `context` the image's
     MAP case; `fitted` (n, 2) [px] the lattice positions if `sites` holds them rounded.
-    Only neighbours with p(defect) of about 5 % or more count. :meth:`offsets` are on
-    `frame`'s grid (the patches').
+    Only neighbours with p(defect) of about 5 % or more count, and only where their change
+    reaches the site's patch: within the patch's half-diagonal, plus the radius beyond which
+    the change stays below :data:`NEGLIGIBLE` of its own peak, plus twice the widest source
+    blur `blur_max` [Å] (:attr:`reach`, per site). :meth:`offsets` are on `frame`'s grid.
     """
 
     def __init__(
@@ -36,6 +44,7 @@ class NeighbourField:
         *,
         fitted=None,
         frame: Frame = TEMPLATE,
+        blur_max: float = NuisancePrior().blur_max,
     ) -> None:
         from scipy.spatial import cKDTree
 
@@ -82,12 +91,26 @@ class NeighbourField:
         self.t = np.radians(sites.lattice.template_angle + frame.angle)
         self.xy = (np.stack([sites.x, sites.y], 1) if fitted is None else np.asarray(fitted)) * p
         strong_idx = np.nonzero(strong)[0]
-        self.reach = (WINDOW // 2) * SAMPLING * np.sqrt(2) + RADIUS_MAX
-        # each site's probable defects within reach (itself excluded)
+        # how far each site's change can reach into a neighbour's patch [Å]: the patch's
+        # half-diagonal, the radius beyond which its change stays below NEGLIGIBLE of its
+        # own peak, and two of the widest source blurs
+        corner = (frame.patch // 2) * frame.sampling * np.sqrt(2)
+        peak = np.abs(change).max(axis=1)  # (n, radii): the largest over variants
+        above = peak >= NEGLIGIBLE * peak.max(axis=1, keepdims=True).clip(min=1e-300)
+        last = np.where(above.any(axis=1), len(RADII) - 1 - np.argmax(above[:, ::-1], axis=1), 0)
+        self.reach = corner + np.asarray(RADII)[last] + 2 * blur_max
+        self.reach = np.minimum(self.reach, corner + RADIUS_MAX + 2 * blur_max)
+        # each site's probable defects within their reach of it (itself excluded)
         self.near = [np.zeros(0, dtype=int)] * n
         if strong.any():
-            found = cKDTree(self.xy[strong_idx]).query_ball_point(self.xy, self.reach)
-            self.near = [strong_idx[f][strong_idx[f] != i] for i, f in enumerate(found)]
+            most = float(self.reach[strong_idx].max())
+            found = cKDTree(self.xy[strong_idx]).query_ball_point(self.xy, most)
+            near = []
+            for i, f in enumerate(found):
+                j = strong_idx[f]
+                d = np.hypot(*(self.xy[j] - self.xy[i]).T)
+                near.append(j[(j != i) & (d <= self.reach[j])])
+            self.near = near
         self.affected = np.array([len(j) > 0 for j in self.near], dtype=bool)
         self.ideal = {}  # (site type, variant) → neighbour type → the template's columns [Å]
         for site_type in ("metal", "chalcogen"):
