@@ -4,10 +4,11 @@ Same physics, same conventions: a Gaussian blur of rms σ [Å] and a shift of th
 content by (dx, dy) [Å], applied as an exact periodic filter over the template
 window, keeping the central patch. Tested equal to the numpy renderer.
 
-The filter matrices come from one matrix product: their entries are the inverse
-DFT of the transfer function at the lag of each (patch row, window column), and
-the transfer is Hermitian, so A = Re H · C + Im H · S over the non-negative
-frequencies, with C, S the cosine and sine of every lag, fixed once.
+The filter matrices come from one small matrix product and a gather: their entries
+are the inverse DFT of the transfer function at the lag of each (patch row, window
+column), so the kernel g at the window's lags is computed once per matrix (the transfer
+is Hermitian: g = Re H · C + Im H · S over the non-negative frequencies, with C, S the
+cosine and sine of every lag) and spread over the (row, column) pairs by their lag.
 """
 
 from __future__ import annotations
@@ -22,17 +23,23 @@ from simulate.frame import TEMPLATE, Frame
 
 
 @functools.lru_cache(maxsize=32)
-def _lag_basis(dtype: torch.dtype, patch: int, window: int) -> torch.Tensor:
-    """(2·half, patch·window): [C; S] with A[r, c] = Σ_f Re H_f C_f,rc + Im H_f S_f,rc,
-    half = window // 2 + 1 (window odd: no Nyquist term)."""
+def _kernel_basis(dtype: torch.dtype, window: int) -> torch.Tensor:
+    """(2·half, window): [C; S] with the filter's kernel g[m] = Σ_f Re H_f C_f,m +
+    Im H_f S_f,m at every lag m, half = window // 2 + 1 (window odd: no Nyquist term)."""
     half = window // 2 + 1
+    j = np.arange(half)[:, None]
+    weight = np.where(j == 0, 1.0, 2.0) / window  # the negative frequencies folded in
+    angle = 2 * np.pi * j * np.arange(window)[None, :] / window
+    basis = np.concatenate([weight * np.cos(angle), -weight * np.sin(angle)])
+    return torch.from_numpy(basis).to(dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def _lags(patch: int, window: int) -> torch.Tensor:
+    """(patch·window,) the lag (out − in) mod window of every (patch row, window column)."""
     first = (window - patch) // 2
     lag = (first + np.arange(patch)[:, None] - np.arange(window)[None, :]) % window
-    j = np.arange(half)[:, None, None]
-    weight = np.where(j == 0, 1.0, 2.0) / window  # the negative frequencies folded in
-    angle = 2 * np.pi * j * lag[None] / window
-    basis = np.concatenate([weight * np.cos(angle), -weight * np.sin(angle)])
-    return torch.from_numpy(basis.reshape(2 * half, patch * window)).to(dtype)
+    return torch.from_numpy(lag.ravel())
 
 
 def _transfer(offset: torch.Tensor, blur: torch.Tensor, frame: Frame):
@@ -49,7 +56,8 @@ def _matrices(re: torch.Tensor, im: torch.Tensor, frame: Frame) -> torch.Tensor:
     """Filter matrices (..., patch, window) from the transfer's half spectrum (..., half)."""
     lead = re.shape[:-1]
     spectrum = torch.cat([re, im], -1).reshape(-1, re.shape[-1] * 2)
-    out = spectrum @ _lag_basis(re.dtype, frame.patch, frame.window).to(re.device)
+    kernel = spectrum @ _kernel_basis(re.dtype, frame.window).to(re.device)  # (n, window)
+    out = kernel[:, _lags(frame.patch, frame.window).to(re.device)]  # each row a circulant's
     return out.reshape(*lead, frame.patch, frame.window)
 
 
