@@ -52,7 +52,7 @@ from prob.context import Context
 from prob.datasets import PRIORS, site_posterior
 from prob.grid import Case, consistent_cases
 from prob.materials import host_of
-from simulate.frame import TEMPLATE, Frame
+from simulate.frame import SAMPLING_RANGE, TEMPLATE, Frame
 from simulate.templates import SAMPLING, WINDOW
 
 _PRIOR_KIND = {"context_free": "uniform", "context_aware": "context_aware"}
@@ -89,15 +89,21 @@ class _Turned:
         return getattr(self._lattice, name)
 
 
-def image_frame(sites: Sites) -> Frame:
+def image_frame(sites: Sites) -> Frame | None:
     """The grid an image's patches are taken on: the template frame where the image has the
     bank's sampling and its lattice lies along the template axes (mod 120°, a symmetry of
     every site), else the image's own pixels (:class:`simulate.frame.Frame`), on which the
-    likelihood renders its templates — the pixels are never resampled."""
+    likelihood renders its templates — the pixels are never resampled. None outside
+    :data:`simulate.frame.SAMPLING_RANGE`: there the patches are resampled to the template
+    frame (a finer image would cost too much on its own pixels, a coarser one undersamples
+    the probe)."""
     lat = sites.lattice
     turn = (lat.template_angle + 60.0) % 120.0 - 60.0
     if abs(lat.pixel_size - SAMPLING) <= 0.005 * SAMPLING and abs(turn) <= 0.3:
         return TEMPLATE
+    low, high = SAMPLING_RANGE
+    if not low <= lat.pixel_size <= high:
+        return None
     return Frame.of_image(lat.pixel_size, turn)
 
 
@@ -191,12 +197,23 @@ def classify_image(
     frame = image_frame(sites)
     beam, added = in_model_noise(image, calibration, engine.prior.read_noise, known, seed)
     guide_patches = None
-    if not frame.is_template:  # the guide reads template-frame patches (resampled)
-        guide_patches = cut_patches(
-            _as_template_pixels(beam, image.pixel_size), sites, sampling=SAMPLING
+    if frame is None:
+        low, high = SAMPLING_RANGE
+        warnings.warn(
+            f"pixel_size={image.pixel_size:g} Å/px: outside {low:g}–{high:g} Å/px, where the "
+            f"templates are rendered on the image's own pixels; its patches are resampled to "
+            f"{SAMPLING:g} Å/px, which smooths their counting noise",
+            stacklevel=2,
         )
-    sites = _on_pixels(sites)
-    patches = cut_patches(beam, sites, sampling=frame.sampling, size=frame.patch)
+        frame = TEMPLATE
+        patches = cut_patches(beam, sites, sampling=SAMPLING)
+    else:
+        if not frame.is_template:  # the guide reads template-frame patches (resampled)
+            guide_patches = cut_patches(
+                _as_template_pixels(beam, image.pixel_size), sites, sampling=SAMPLING
+            )
+        sites = _on_pixels(sites)
+        patches = cut_patches(beam, sites, sampling=frame.sampling, size=frame.patch)
     if not frame.is_template:
         say(
             f"native pixels: {frame.sampling:g} Å/px, lattice at {frame.angle:.1f}°, "

@@ -153,3 +153,16 @@ def read_image_array(data, pixel_size):
     from inference.image.io import Image
 
     return Image(data, pixel_size=pixel_size, kv=CONTEXT.kv, detector=None, source="test")
+
+
+def test_an_image_outside_the_native_range_is_resampled_with_one_warning():
+    import json
+
+    field = simulate_field(CONTEXT, RATES, shape=(100, 100), seed=6, pixel_size=0.32)
+    image = read_image_array(render_field(field, dose=1e5, seed=7), 0.32)
+    engine, tau, _ = load_engine()
+    with pytest.warns(UserWarning, match=r"pixel_size=0\.32 Å/px: outside .* resampled"):
+        ds, _ = classify_image(image, USER, engine, temperature=tau, overrides=OVERRIDES)
+    assert json.loads(ds.attrs["frame"])["sampling"] == SAMPLING
+    p = ds["probability"].values
+    assert np.isfinite(p).all() and np.allclose(p.sum(-1), 1.0)
