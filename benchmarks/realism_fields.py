@@ -6,11 +6,15 @@ from ``ase.build.mx2`` (``abtem.orthogonalize_cell``, repeated), the defects are
 as atoms, and abTEM's PRISM scans the whole periodic cell — every column scatters into
 its neighbours' pixels as the physics has it.
 
-**Settings**, finer than the bank's (``simulate.engine.EngineConfig``: 0.015 Å, slices
-0.5 Å above each plane, phonons by quadrature per isolated column):
+**Settings**, finer than the bank's (``simulate.engine.EngineConfig``: min(0.015 Å,
+λ / (15 · 205 mrad)) — 0.015, 0.0136, 0.0082 Å at 60, 80, 200 kV — slices 0.5 Å above
+each plane, phonons by quadrature per isolated column):
 
-- grid 0.0125 Å; slices beginning 0.25 Å above each atomic plane;
-- PRISM with interpolation 2 (a probe window of half the 6 × 4 cell, ≥ 9.8 Å);
+- grid :data:`GRID` (0.0125 Å at 60 and 80 kV, 0.0075 Å at 200 kV); slices beginning
+  0.25 Å above each atomic plane;
+- PRISM with interpolation 2 (a probe window of half the cell: ≥ 9.8 Å for the 6 × 4
+  cells; 6.3 × 8.2 Å for the 4 × 3 cells at 200 kV, where the probe is compact and a
+  6 × 4 cell at 0.0075 Å would need 27 GB);
 - the frozen-phonon average as the static image blurred by a 2-D Gaussian of
   0.07 Å rms: exact for one atom (a displaced atom is a displaced probe), an
   approximation for a pair (its atoms' relative displacement is left out; the
@@ -36,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLING = 0.0125  # [Å] grid
+GRID = {60.0: 0.0125, 80.0: 0.0125, 200.0: 0.0075}  # [Å] by kV; each finer than the bank's
 LEAD = 0.25  # [Å] slices begin this far above each plane
 STEP = 0.2  # [Å] scan step (nearest that divides the period)
 PHONON_BLUR = 0.07  # [Å] rms of the Gaussian standing for the phonon average
@@ -69,9 +73,9 @@ FIELDS = (
     FieldSpec("WSe2", "V", None, 60.0, "HAADF", seed=1),
     FieldSpec("MoS2", None, "Se", 60.0, "HAADF", seed=2),
     FieldSpec("MoSe2", "W", None, 80.0, "MAADF", defocus=15.0, seed=3),
-    FieldSpec("WS2", "Ti", None, 200.0, "MAADF", seed=4),
+    FieldSpec("WS2", "Ti", None, 200.0, "MAADF", repeats=(4, 3), seed=4),
     FieldSpec("MoTe2", "Pt", None, 60.0, "MAADF", seed=5),
-    FieldSpec("WSe2", "Hf", None, 200.0, "HAADF", seed=6),
+    FieldSpec("WSe2", "Hf", None, 200.0, "HAADF", repeats=(4, 3), seed=6),
     FieldSpec("MoS2", "V", None, 80.0, "MAADF", seed=7),
 )
 # raised defect rates, so that a small field holds every class
@@ -144,7 +148,8 @@ def simulate(spec: FieldSpec) -> dict:
 
     atoms, columns = build(spec)
     extent = np.diag(atoms.cell)[:2]
-    gpts = tuple(math.ceil(e / SAMPLING / 2) * 2 for e in extent)  # even: PRISM 2
+    grid = GRID[float(spec.kv)]
+    gpts = tuple(math.ceil(e / grid / 2) * 2 for e in extent)  # even: PRISM 2
     n = tuple(round(e / STEP) for e in extent)
     start = time.perf_counter()
     with abtem.config.set({"fftw.threads": 1, "device": "cpu", "precision": "float32"}):
@@ -183,7 +188,7 @@ def simulate(spec: FieldSpec) -> dict:
         "spec": json.dumps(asdict(spec)),
         "settings": json.dumps(
             {
-                "grid": SAMPLING,
+                "grid": grid,
                 "slice_lead": LEAD,
                 "prism_interpolation": 2,
                 "phonon_blur": PHONON_BLUR,
