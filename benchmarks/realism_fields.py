@@ -249,7 +249,8 @@ def resample(
     pad = 8
     spectrum = np.fft.fftshift(np.fft.fft2(image))
     big = np.zeros((ny0 * pad, nx0 * pad), dtype=complex)
-    cy, cx = (ny0 * pad - ny0) // 2, (nx0 * pad - nx0) // 2
+    # the small spectrum's zero frequency (fftshift: index n // 2) onto the big one's
+    cy, cx = (ny0 * pad) // 2 - ny0 // 2, (nx0 * pad) // 2 - nx0 // 2
     big[cy : cy + ny0, cx : cx + nx0] = spectrum
     fine = np.fft.ifft2(np.fft.ifftshift(big)).real * pad * pad
     t = math.radians(angle)
