@@ -5,7 +5,10 @@ None, dicts, lists or tuples are stored as a string ``"json:<JSON>"`` and
 decoded on read, so a dataset read back is identical to the one written.
 Every file ctxdefect writes goes through :func:`atomic_write`: a temporary file in
 the target's folder, then ``os.replace`` onto it — a failure at any point leaves
-nothing at the target path.
+nothing at the target path. netCDF reads and writes run with Ctrl-C and SIGTERM held
+back until the library call returns (:func:`signals_deferred`): netCDF4 swallows an
+interrupt that lands inside it, and xarray deadlocks on its own file lock when one
+escapes between its lock's acquire and release.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import contextlib
 import json
 import os
 import secrets
+import signal
 import stat
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,6 +63,35 @@ def _map_attrs(ds: xr.Dataset, fn: Any) -> xr.Dataset:
     for variable in ds.variables.values():
         variable.attrs = fn(variable.attrs)
     return ds
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold back SIGINT and SIGTERM while the block runs; deliver the first one after it.
+
+    For library calls that must not be interrupted midway (netCDF4 swallows a
+    KeyboardInterrupt raised inside it; xarray's file lock deadlocks if one escapes while
+    the lock is held). On leaving the block the previous handlers are restored and a
+    signal that came meanwhile is raised again, so the caller sees it where the block
+    ends: inside :func:`atomic_write`, the temporary file is then removed. Outside the
+    main thread (where handlers cannot be set) the block runs unguarded.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def hold(signum, frame):
+        caught.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 @contextlib.contextmanager
@@ -189,7 +223,7 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, *, compress: Sequence[
         raise ValueError(f"path={str(target)!r}: folder {str(target.parent)!r} does not exist")
     encoded = _map_attrs(ds, encode_attrs)
     encoding = {name: {"zlib": True, "complevel": 4, "shuffle": True} for name in compress}
-    with atomic_write(target) as tmp:
+    with atomic_write(target) as tmp, signals_deferred():
         encoded.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
     return target
 
@@ -213,7 +247,8 @@ def read_netcdf(path: str | os.PathLike, kind: str | None = None) -> xr.Dataset:
     if not source.is_file():
         raise ValueError(f"path={str(source)!r}: no such file")
     try:
-        ds = xr.load_dataset(source, engine="netcdf4")
+        with signals_deferred():
+            ds = xr.load_dataset(source, engine="netcdf4")
     except Exception as err:  # netCDF4/HDF5 raise several types for a damaged file
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(f"path={str(source)!r}: not a readable netCDF file ({reason})") from None

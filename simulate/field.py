@@ -62,10 +62,11 @@ def shipped_run_fingerprint(bank=None) -> str:
     models were trained on, whatever the current EngineConfig defaults are."""
     import xarray as xr
 
+    from prob.io import signals_deferred
     from simulate.cli import default_bank_path
 
     if bank is None or isinstance(bank, str | Path):
-        with xr.open_dataset(bank or default_bank_path()) as ds:
+        with signals_deferred(), xr.open_dataset(bank or default_bank_path()) as ds:
             return bank_run_fingerprint(ds.attrs)
     return bank_run_fingerprint(bank.attrs)
 

@@ -30,8 +30,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from prob import __version__
-
 EXIT_UNEXPECTED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -65,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     from inference.cli.study import add_study
     from inference.cli.train import extend_train
     from likelihood.cli import add_commands as add_likelihood
+    from prob import __version__  # imported here, where main() already catches Ctrl-C
     from simulate.cli import add_commands as add_simulate
 
     parser = _Parser(

@@ -371,7 +371,9 @@ def _scalars(values: dict[str, Any], where: str) -> Calibration:
 def _read_netcdf(path: Path) -> tuple[np.ndarray, Calibration]:
     import xarray as xr
 
-    with xr.open_dataset(path) as ds:
+    from prob.io import signals_deferred
+
+    with signals_deferred(), xr.open_dataset(path) as ds:
         names = list(ds.data_vars)
         if "image" not in names and len(names) != 1:
             raise _Refusal(

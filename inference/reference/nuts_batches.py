@@ -119,9 +119,9 @@ def significant_terms(share, min_share: float = 1e-3) -> np.ndarray:
 
 def save_idata(idata, path) -> None:
     """Write InferenceData to netCDF at `path` atomically (temp file, then rename)."""
-    from prob.io import atomic_write
+    from prob.io import atomic_write, signals_deferred
 
-    with atomic_write(path) as tmp:
+    with atomic_write(path) as tmp, signals_deferred():
         idata.to_netcdf(tmp)
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import time
 
 import numpy as np
 import pytest
 
-from prob.io import atomic_write
+from prob.io import atomic_write, signals_deferred
 
 
 @pytest.fixture
@@ -59,3 +61,25 @@ def test_np_save_writes_where_it_is_told(tmp_path):
         np.save(tmp, np.arange(3))  # would add ".npy" to a name without it
     assert np.load(target).tolist() == [0, 1, 2]
     assert list(tmp_path.iterdir()) == [target]
+
+
+def test_ctrl_c_inside_a_deferred_block_arrives_when_it_ends(tmp_path):
+    """The block runs to its end; the interrupt then escapes and the temporary file goes."""
+    reached_end = False
+    with pytest.raises(KeyboardInterrupt), atomic_write(tmp_path / "a.nc") as tmp:
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # a handler that raised would have raised by now
+            tmp.write_bytes(b"written")
+            reached_end = True
+    assert reached_end
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_deferred_block_without_a_signal_changes_nothing(tmp_path):
+    before = signal.getsignal(signal.SIGTERM)
+    with atomic_write(tmp_path / "a.nc") as tmp, signals_deferred():
+        tmp.write_bytes(b"written")
+    assert (tmp_path / "a.nc").read_bytes() == b"written"
+    assert signal.getsignal(signal.SIGTERM) is before
