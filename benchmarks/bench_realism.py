@@ -210,7 +210,16 @@ def part_conditions(fields, engine, tau, args) -> None:
     from prob import metrics
 
     rows = []
-    for condition in CONDITIONS:
+    chosen = CONDITIONS
+    if args.conditions:
+        names = [n.strip() for n in args.conditions.split(",")]
+        unknown = sorted(set(names) - {c.name for c in CONDITIONS})
+        if unknown:
+            raise SystemExit(
+                f"--conditions: {unknown} unknown; expected some of {[c.name for c in CONDITIONS]}"
+            )
+        chosen = [c for c in CONDITIONS if c.name in names]
+    for condition in chosen:
         pooled = {"beam": [[], []], "units": [[], []]}
         misfit = {"beam": [], "units": []}
         failures = {"beam": 0, "units": 0}
@@ -391,6 +400,14 @@ def main(argv=None) -> int:
         default="all",
     )
     parser.add_argument("--fields", type=int, default=len(FIELDS))
+    parser.add_argument(
+        "--cached-only",
+        action="store_true",
+        help="use only the fields already in --cache (a first look; the benchmark needs all)",
+    )
+    parser.add_argument(
+        "--conditions", help="comma-separated condition names (default: all of them)"
+    )
     parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--misfit-patches", type=int, default=3000)
     parser.add_argument("--misfit-seed", type=int, default=4242)
@@ -401,6 +418,9 @@ def main(argv=None) -> int:
         (part_false_alarm if args.part == "false-alarm" else part_speed)(engine, tau, args)
         return 0
     specs = FIELDS[: args.fields]
+    if args.cached_only:
+        specs = [s for s in specs if (args.cache / f"{s.name}.npz").is_file()]
+        print(f"fields (cached only): {', '.join(s.name for s in specs)}", flush=True)
     fields = [(s, load(s, args.cache)) for s in specs]
     if args.part == "fields":
         return 0

@@ -150,6 +150,12 @@ def classify_image(
     lattice_constant = host_of(context.host_metal, context.host_chalcogen).a
     brighter = metal_brighter(engine, cases)
     sites = find_sites(image, lattice_constant=lattice_constant, metal_brighter=brighter)
+    if sites.lattice.hidden_sublattice is not None:
+        warnings.warn(
+            "image: one sublattice shows no column maxima of its own (a wide probe?); its "
+            "sites are placed by the 2H geometry from the other's",
+            stacklevel=2,
+        )
     calibration, context = _calibrate(image, sites, engine, context, known, seed, say)
     if calibration.context_check["sublattices_swapped"]:
         sites = find_sites(image, lattice_constant=lattice_constant, metal_brighter=not brighter)

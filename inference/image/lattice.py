@@ -18,6 +18,16 @@ honeycomb through them:
    radius that doubles from the centre outwards, so that a small error in the
    basis never puts a far column on the wrong site.
 
+**One sublattice seen.** A wide probe (source blur ~0.6 Å) leaves the weaker
+sublattice as shoulders without maxima of their own, and the columns found form
+a triangular lattice of spacing a, six neighbours each, instead of a honeycomb.
+Given the image, the fit then takes a1 and a2 from those six neighbours, the
+origin from the columns found, and places the hidden sublattice by the 2H
+geometry: at one of the two triangle centres, +(a1 + a2)/3 or +2(a1 + a2)/3, the
+one where the smoothed image is brighter cell by cell (the other is the empty
+hollow). Where the two centres are not told apart (median difference under
+:data:`HIDDEN_Z` standard errors) the image is refused.
+
 Sublattice 0 or 1 becomes the metal one in :func:`inference.image.sites.assign_sublattices`.
 """
 
@@ -37,6 +47,7 @@ SMOOTHING = 0.25  # [Å] Gaussian sigma applied before peak finding
 THRESHOLD = 0.1  # peak threshold: fraction of the smoothed image's range above its floor
 BOND_TOLERANCE = 0.25  # accepted relative deviation of a bond from a/√3
 ASSIGN_TOLERANCE = 0.3  # [fraction of a/√3] farthest a column may lie from its lattice point
+HIDDEN_Z = 5.0  # standard errors between the two triangle centres to place a hidden sublattice
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,9 @@ class Lattice:
         Which sublattice holds the metal columns (None: not decided yet).
     intensities : (float, float, float) or None
         Median smoothed intensity at sublattice 0, sublattice 1 and the hollow sites.
+    hidden_sublattice : {0, 1} or None
+        The sublattice whose columns the peak finder did not see, placed by the 2H
+        geometry (None: both seen).
     """
 
     origin: tuple[float, float]
@@ -76,6 +90,7 @@ class Lattice:
     n_assigned: int
     metal_sublattice: int | None = None
     intensities: tuple[float, float, float] | None = None
+    hidden_sublattice: int | None = None
 
     @property
     def a(self) -> float:
@@ -185,31 +200,49 @@ def find_columns(image: np.ndarray, pixel_size: float, *, lattice_constant: floa
     return np.stack([c + offsets[0], r + offsets[1]], axis=1).astype(np.float64)
 
 
-def fit_lattice(peaks: np.ndarray, pixel_size: float, lattice_constant: float) -> Lattice:
+def fit_lattice(
+    peaks: np.ndarray,
+    pixel_size: float,
+    lattice_constant: float,
+    *,
+    image: np.ndarray | None = None,
+) -> Lattice:
     """Fit the 2H honeycomb through column positions `peaks` (x, y) [px] (see module docstring).
+
+    `image`, if given, lets the fit place a sublattice the peaks miss (a triangular
+    lattice of spacing a found instead of a honeycomb).
 
     Raises
     ------
     ValueError
         If the columns do not form a honeycomb of about the nominal lattice constant
-        (wrong pixel size, wrong host, one sublattice invisible, no lattice).
+        (wrong pixel size, wrong host, one sublattice invisible and not placeable, no
+        lattice).
     """
     p, a = _validate(pixel_size, lattice_constant)
     peaks = np.asarray(peaks, dtype=np.float64).reshape(-1, 2)
     bond = a / SQRT3 / p  # [px]
     if len(peaks) < 12:
         raise ValueError(f"columns: found {len(peaks)}; expected at least 12 to fit a lattice")
-    a1, a2 = _basis_from_bonds(peaks, bond, p, a)
+    hidden = image is not None and _triangular(peaks, a / p)
+    if hidden:
+        a1, a2 = _three_directions(*_neighbours(peaks, 6, a / p)[:2], combine="cell")
+    else:
+        a1, a2 = _basis_from_bonds(peaks, bond, p, a)
     centre = np.median(peaks, axis=0)
     distance = np.hypot(*(peaks - centre).T)
     radius = max(5 * a / p, np.sort(distance)[min(40, len(peaks) - 1)])
-    origin = _origin(peaks[distance <= radius], peaks[np.argmin(distance)], a1, a2)
+    reference = peaks[np.argmin(distance)]
+    origin = reference if hidden else _origin(peaks[distance <= radius], reference, a1, a2)
     while True:
         chosen = distance <= radius
         origin, a1, a2, residual, assigned = _least_squares(peaks[chosen], origin, a1, a2, bond)
         if chosen.all():
             break
         radius *= 2
+    hidden_sublattice = None
+    if hidden:
+        origin, hidden_sublattice = _place_hidden(image, origin, a1, a2, p)
     return Lattice(
         origin=(float(origin[0]), float(origin[1])),
         a1=(float(a1[0]), float(a1[1])),
@@ -219,41 +252,114 @@ def fit_lattice(peaks: np.ndarray, pixel_size: float, lattice_constant: float) -
         residual=residual * p,
         n_columns=len(peaks),
         n_assigned=assigned,
+        hidden_sublattice=hidden_sublattice,
     )
+
+
+def _neighbours(
+    peaks: np.ndarray, k: int, length: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Vectors to each peak's `k` nearest peaks within BOND_TOLERANCE of `length` [px],
+    their angles, and each peak's `k` neighbour distances (n, k)."""
+    distance, index = cKDTree(peaks).query(peaks, k=k + 1)
+    vectors = (peaks[index[:, 1:]] - peaks[:, None, :]).reshape(-1, 2)
+    ok = np.abs(distance[:, 1:].ravel() / length - 1) < BOND_TOLERANCE
+    vectors = vectors[ok]
+    return vectors, np.arctan2(vectors[:, 1], vectors[:, 0]), distance[:, 1:]
+
+
+def _triangular(peaks: np.ndarray, spacing: float) -> bool:
+    """Whether the inner peaks have six neighbours at `spacing` [px] (one sublattice seen).
+
+    Inner: at least 1.2 spacings inside the peaks' bounding box, so that a small field's
+    border columns do not count. Five of six suffices (a vacancy, a missed column); a
+    honeycomb has three at 1/√3 of a and six at a, so three of six.
+    """
+    low, high = peaks.min(axis=0), peaks.max(axis=0)
+    inner = np.all((peaks - low >= 1.2 * spacing) & (high - peaks >= 1.2 * spacing), axis=1)
+    if inner.sum() < 6:
+        return False
+    distance = _neighbours(peaks, 6, spacing)[2][inner]
+    near = np.sum(np.abs(distance / spacing - 1) < BOND_TOLERANCE, axis=1)
+    return bool(np.mean(near >= 5) >= 0.5)
+
+
+def _three_directions(
+    vectors: np.ndarray, phi: np.ndarray, *, combine: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """a1, a2 [px] from the mean neighbour vector along each of three directions 60° apart.
+
+    `combine`: "bonds" (metal–chalcogen bonds; a1 = b0 − b120, a2 = b0 + b60) or "cell"
+    (neighbours on one sublattice; a1 = b0, a2 = b60).
+    """
+    beta = np.angle(np.mean(np.exp(6j * phi))) / 6  # direction modulo 60°
+    means = []
+    for k in range(3):  # along beta, beta + 60°, beta + 120° (either sign)
+        direction = beta + k * np.pi / 3
+        delta = np.angle(np.exp(2j * (phi - direction))) / 2  # fold opposite vectors together
+        members = np.abs(delta) < np.pi / 12
+        if members.sum() < 3:
+            raise ValueError(
+                f"columns: {members.sum()} neighbours along {np.degrees(direction):.0f}°; "
+                "expected the three directions of a hexagonal lattice"
+            )
+        sign = np.sign(np.cos(phi[members] - direction))
+        means.append(np.mean(vectors[members] * sign[:, None], axis=0))
+    b0, b60, b120 = means
+    return (b0 - b120, b0 + b60) if combine == "bonds" else (b0, b60)
+
+
+def _place_hidden(
+    image: np.ndarray, origin: np.ndarray, a1: np.ndarray, a2: np.ndarray, p: float
+) -> tuple[np.ndarray, int]:
+    """The 2H origin and hidden sublattice for a lattice fitted through one sublattice.
+
+    The seen columns are at ``origin + i·a1 + j·a2``; the hidden ones sit at +1/3 or
+    +2/3 of a1 + a2 from them, whichever is brighter in the smoothed image, cell by cell.
+    """
+    data = np.asarray(image, dtype=np.float64)
+    smooth = ndimage.gaussian_filter(data, max(SMOOTHING / p, 0.5))
+    seen = Lattice(tuple(origin), tuple(a1), tuple(a2), p, 1.0, 0.0, 0, 0)
+    cells = seen.sites(data.shape)
+    zero = cells["sublattice"] == 0
+    x, y = cells["x"][zero], cells["y"][zero]
+    third = (a1 + a2) / 3
+    ny, nx = data.shape
+    inside = (x + 2 * third[0] >= 0) & (x + 2 * third[0] <= nx - 1)
+    inside &= (y + 2 * third[1] >= 0) & (y + 2 * third[1] <= ny - 1)
+    x, y = x[inside], y[inside]
+    one, two = (
+        ndimage.map_coordinates(smooth, [y + k * third[1], x + k * third[0]], order=1)
+        for k in (1, 2)
+    )
+    difference = one - two
+    median = np.median(difference)
+    spread = 1.4826 * np.median(np.abs(difference - median))
+    error = 1.2533 * spread / np.sqrt(max(len(difference), 1))  # standard error of a median
+    if len(difference) < 6 or abs(median) <= HIDDEN_Z * error:
+        raise ValueError(
+            f"columns: one sublattice found (a triangular lattice, {len(difference)} cells) and "
+            "the other not seen at either triangle centre; check the pixel size, the host, "
+            "and that both sublattices are visible"
+        )
+    if median > 0:  # hidden at +1/3: the seen columns are sublattice 0
+        return origin, 1
+    return origin - third, 0  # hidden at +2/3 ≡ −1/3: it is sublattice 0, the seen one 1
 
 
 def _basis_from_bonds(
     peaks: np.ndarray, bond: float, p: float, a: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """a1, a2 [px] from the mean bond vector of each of the three bond directions."""
-    distance, index = cKDTree(peaks).query(peaks, k=4)
-    vectors = (peaks[index[:, 1:]] - peaks[:, None, :]).reshape(-1, 2)
-    ok = np.abs(distance[:, 1:].ravel() / bond - 1) < BOND_TOLERANCE
-    first_ok = np.abs(distance[:, 1] / bond - 1) < BOND_TOLERANCE
-    if first_ok.mean() < 0.5:
-        measured = np.median(distance[:, 1]) * p
+    vectors, phi, distance = _neighbours(peaks, 3, bond)
+    if np.mean(np.abs(distance[:, 0] / bond - 1) < BOND_TOLERANCE) < 0.5:
+        measured = np.median(distance[:, 0]) * p
         raise ValueError(
             f"pixel_size={p:g}: nearest columns are {measured:.2f} Å apart, expected "
             f"≈ {bond * p:.2f} Å (a/√3 for lattice_constant={a:g} Å); check the pixel size, "
             "the host, and that both sublattices are visible"
         )
-    vectors = vectors[ok]
-    phi = np.arctan2(vectors[:, 1], vectors[:, 0])
-    beta = np.angle(np.mean(np.exp(6j * phi))) / 6  # bond direction modulo 60°
-    means = []
-    for k in range(3):  # bonds along beta, beta + 60°, beta + 120° (either sign)
-        direction = beta + k * np.pi / 3
-        delta = np.angle(np.exp(2j * (phi - direction))) / 2  # fold opposite bonds together
-        members = np.abs(delta) < np.pi / 12
-        if members.sum() < 3:
-            raise ValueError(
-                f"columns: {members.sum()} bonds along {np.degrees(direction):.0f}°; expected "
-                "the three bond directions of a honeycomb"
-            )
-        sign = np.sign(np.cos(phi[members] - direction))
-        means.append(np.mean(vectors[members] * sign[:, None], axis=0))
-    b0, b60, b120 = means
-    return b0 - b120, b0 + b60
+    return _three_directions(vectors, phi, combine="bonds")
 
 
 def _origin(peaks: np.ndarray, reference: np.ndarray, a1: np.ndarray, a2: np.ndarray) -> np.ndarray:

@@ -204,7 +204,7 @@ def find_sites(
     data, p = image.data, image.pixel_size
     peaks = find_columns(data, p, lattice_constant=lattice_constant)
     lattice = assign_sublattices(
-        data, fit_lattice(peaks, p, lattice_constant), metal_brighter=metal_brighter
+        data, fit_lattice(peaks, p, lattice_constant, image=data), metal_brighter=metal_brighter
     )
     grid = lattice.sites(data.shape)
     lx, ly = grid["x"], grid["y"]

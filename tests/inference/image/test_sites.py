@@ -258,3 +258,32 @@ def test_refusals(rng):
         cut_patches(image, sites, size=20)
     with pytest.raises(ValueError, match=r"image shape \(128, 256\): expected"):
         cut_patches(image[:128], sites)
+
+
+@pytest.mark.parametrize(("angle", "mirror"), [(17.0, False), (-41.0, True)])
+def test_a_sublattice_without_maxima_is_placed_by_the_2h_geometry(angle, mirror):
+    """A wide probe: the chalcogen pairs are shoulders of the metals, not maxima."""
+    image, truth = synthetic(
+        SHAPE, pixel_size=0.2, angle=angle, mirror=mirror, chalcogen=0.35, sigma=0.75, seed=3
+    )
+    peaks = sites_module.find_columns(image, 0.2, lattice_constant=A)
+    nearest = cKDTree(np.c_[truth.x, truth.y]).query(peaks)[1]
+    assert np.mean(truth.site_type[nearest] == "metal") > 0.99  # the premise: metals only
+    with pytest.raises(ValueError, match="nearest columns are"):
+        fit_lattice(peaks, 0.2, A)  # without the image the honeycomb cannot be placed
+    sites = _find(image, 0.2)
+    assert sites.lattice.hidden_sublattice == 1 - sites.lattice.metal_sublattice
+    ny, nx = SHAPE  # columns a pixel or more inside the border (one at the border may be cut)
+    inner = (truth.x >= 1) & (truth.x <= nx - 2) & (truth.y >= 1) & (truth.y <= ny - 2)
+    distance, nearest = cKDTree(np.c_[sites.lattice_x, sites.lattice_y]).query(
+        np.c_[truth.x[inner], truth.y[inner]]
+    )
+    assert distance.max() * 0.2 < 0.02  # every column on a fitted site, hidden ones too
+    assert np.array_equal(sites.site_type[nearest], truth.site_type[inner])
+
+
+def test_a_triangular_lattice_with_empty_triangle_centres_is_refused():
+    """Metals only and nothing at either triangle centre: no 2H lattice to place."""
+    metals_only, _ = synthetic(SHAPE, pixel_size=0.2, chalcogen=0.0, sigma=0.75, seed=5)
+    with pytest.raises(ValueError, match="not seen at either triangle centre"):
+        _find(metals_only, 0.2)
