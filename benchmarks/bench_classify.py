@@ -102,6 +102,7 @@ def cached_fields(args, log):
 
 def classify_fields(args, fields, engine, tau, log):
     from inference.cli.demo import CONTEXT, OVERRIDES, USER
+    from inference.image.calibration import Known
     from inference.image.classify import classify_image
     from inference.image.io import read_image
     from prob.classes import CLASSES
@@ -121,8 +122,14 @@ def classify_fields(args, fields, engine, tau, log):
             path = Path(tmp) / f"field{k}.npz"
             np.savez(path, image=padded, pixel_size=SAMPLING, kv=CONTEXT.kv)
             t0 = time.perf_counter()
-            ds, _ = classify_image(
-                read_image(path), USER, engine, temperature=tau, overrides=OVERRIDES, seed=k
+            ds, _ = classify_image(  # fractions of the beam, with the model's own read noise
+                read_image(path),
+                USER,
+                engine,
+                temperature=tau,
+                overrides=OVERRIDES,
+                known=Known(calibrated=True),
+                seed=k,
             )
             seconds += time.perf_counter() - t0
             sx, sy = ds["x"].values - PAD, ds["y"].values - PAD
@@ -222,6 +229,7 @@ def run_big(args, path: Path) -> tuple[float, float, str]:
     out = path.with_suffix(".nc")
     cmd = [str(exe), "classify", str(path), "--host", "WSe2", "--dopant", "V"]
     cmd += ["--substituent", "none", "--detector", "80", "200", "--out", str(out), "--quiet"]
+    cmd += ["--calibrated"]  # fractions of the beam, with the model's own read noise
     t0 = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - t0

@@ -285,14 +285,19 @@ def typical_patch(patches: np.ndarray, *, radius: int = 2, width: float = 2.5) -
 
 
 def fit_scale(
-    patches: dict[str, np.ndarray], templates: dict[str, np.ndarray], *, radius: int = 6
+    patches: dict[str, np.ndarray],
+    templates: dict[str, np.ndarray],
+    *,
+    radius: int = 6,
+    offset: float | None = None,
 ) -> tuple[float, float, float, float]:
     """(offset O + c·b, scale c, blur σ [Å], rms residual [file units]) of median patches.
 
     `patches` maps a label ("M", "X2") to its sites' patches (n, PATCH, PATCH) [file
     units]; `templates` to its clean template (WINDOW, WINDOW) [fraction of the beam].
     The fit uses the pixels within `radius` px of the site (the neighbours' columns
-    included), where every sublattice's median is a pristine site's.
+    included), where every sublattice's median is a pristine site's. A given `offset`
+    is held fixed (only c and σ are fitted).
     """
     from scipy.optimize import minimize_scalar
 
@@ -307,6 +312,10 @@ def fit_scale(
 
     def solve(sigma: float):
         model = np.concatenate([_blurred(templates[k], sigma)[inside] for k in labels])
+        if offset is not None:
+            c = float(model @ (target - offset) / (model @ model))
+            residual = target - offset - c * model
+            return float(residual @ residual), (offset, c)
         design = np.stack([np.ones_like(model), model], axis=1)
         coef, *_ = np.linalg.lstsq(design, target, rcond=None)
         residual = target - design @ coef
@@ -412,8 +421,21 @@ def calibrate(
         black, black_se = float(black_level), 0.0
         background = (offset - black) / scale
         fixed.append("black_level")
-    elif background < 0:  # no background to be seen: all of the offset is black level
-        black, background = offset, 0.0
+    elif background < 0:
+        # the shape fit put the offset below the noise law's black level, which a background
+        # (b ≥ 0) cannot do: the scale and blur traded against the offset (wide probes make
+        # them near-degenerate). Fit again with b = 0: the offset held at the law's black level
+        background, background_se = 0.0, 0.0
+        offset, scale, blur, _ = fit_scale(labelled, templates, offset=black)
+        refits = []
+        for _ in range(BOOTSTRAP):
+            sample = {
+                label: v[rng.integers(0, len(v), len(v))] for label, v in labelled.items() if len(v)
+            }
+            refits.append(fit_scale(sample, templates, offset=black)[1:3])
+        scale_se, blur_se = (float(s) for s in np.array(refits).std(axis=0, ddof=1))
+        if "dose" in fixed:
+            k, k_se = scale / (dose * pixel_size**2), scale_se / (dose * pixel_size**2)
     d_eff = float(dose) if dose is not None else scale / (k * pixel_size**2)
     dose_se = 0.0 if dose is not None else d_eff * math.hypot(scale_se / scale, k_se / k)
     residual = {
