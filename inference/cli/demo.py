@@ -50,8 +50,8 @@ USER = CONTEXT.replace(kv=None)
 """What the demo's user states; the beam energy comes from the image file."""
 RATES = {"metal": np.array([0.84, 0.10, 0.06]), "chalcogen": np.array([0.82, 0.14, 0.04, 0.0])}
 OVERRIDES = {"D": 0.10, "VM": 0.06, "VX": 0.14, "VX2": 0.04}
-DOSE = 3e4  # [e/Å²]; low enough that some sites stay uncertain (at 1e4 the S2 columns of
-# MoS2 at 60 kV HAADF are too faint for the lattice finder: docs/limitations.md)
+DOSE = 3e4  # [e/Å²]; low enough that some sites stay uncertain, inside the shipped models'
+# dose prior (from 1e4; docs/limitations.md)
 DETECTOR_BLACK, DETECTOR_GAIN, DETECTOR_SPREAD = 1500.0, 50.0, 0.3
 
 

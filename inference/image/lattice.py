@@ -157,7 +157,9 @@ def _validate(pixel_size: float, lattice_constant: float) -> tuple[float, float]
     return p, a
 
 
-def find_columns(image: np.ndarray, pixel_size: float, *, lattice_constant: float) -> np.ndarray:
+def find_columns(
+    image: np.ndarray, pixel_size: float, *, lattice_constant: float, smoothing: float = SMOOTHING
+) -> np.ndarray:
     """Sub-pixel positions of the atomic columns of `image`.
 
     Parameters
@@ -167,18 +169,20 @@ def find_columns(image: np.ndarray, pixel_size: float, *, lattice_constant: floa
         [Å/px].
     lattice_constant : float
         Nominal lattice constant a [Å]; columns closer than 0.4·a/√3 are one column.
+    smoothing : float
+        Standard deviation of the Gaussian applied first [Å].
 
     Returns
     -------
     (n, 2) float64 array
         Column positions (x, y) [px]: maxima of the image smoothed with a
-        Gaussian of 0.25 Å, at least 10 % of its range above its floor, refined by
-        a parabola through each maximum and its neighbours along x and y.
+        Gaussian of `smoothing` (0.25 Å), at least 10 % of its range above its floor,
+        refined by a parabola through each maximum and its neighbours along x and y.
     """
     p, a = _validate(pixel_size, lattice_constant)
     from skimage.feature import peak_local_max
 
-    smooth = ndimage.gaussian_filter(np.asarray(image, dtype=np.float64), max(SMOOTHING / p, 0.5))
+    smooth = ndimage.gaussian_filter(np.asarray(image, dtype=np.float64), max(smoothing / p, 0.5))
     floor, top = np.percentile(smooth, [1.0, 99.9])
     radius = max(1, int(0.4 * a / SQRT3 / p))
     yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
