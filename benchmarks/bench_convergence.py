@@ -522,16 +522,25 @@ def main(argv: list[str] | None = None) -> int:
         subpixel(args.out, args.subpixel or ["Pt", "Se"], args.kv)
         return 0
     runs = {}
-    for host in args.hosts:
-        for kv in args.kv:
-            for s in plan(None):
-                if args.report:
-                    path = args.out / f"{run_key(host, kv, s)}.json"
-                    if not path.is_file():
-                        continue
-                    runs[host, kv, s] = json.loads(path.read_text())
-                else:
-                    runs[host, kv, s] = load_or_run(args.out, host, kv, s)
+    tasks = [(host, kv, s) for host in args.hosts for kv in args.kv for s in plan(None)]
+    tasks.sort(key=lambda t: t[2] == FINEST)  # the costly references last (stable otherwise)
+    missing = []
+    for host, kv, s in tasks:
+        if args.report:
+            path = args.out / f"{run_key(host, kv, s)}.json"
+            if path.is_file():
+                runs[host, kv, s] = json.loads(path.read_text())
+            else:
+                missing.append(path.name)
+        else:
+            runs[host, kv, s] = load_or_run(args.out, host, kv, s)
+    if missing:
+        print(
+            f"bench_convergence --report: {len(missing)} runs not stored yet (run without "
+            f"--report to make them): {', '.join(missing[:6])}{' …' if len(missing) > 6 else ''}",
+            file=sys.stderr,
+        )
+        return 2
     chosen = report(args.out, args.hosts, args.kv, runs)
     for host in args.hosts:
         for kv in args.kv:
