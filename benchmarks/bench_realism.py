@@ -1,11 +1,11 @@
 """Realism benchmark: full-cell abTEM fields the project did not make, recorded as detectors
 record them, classified from the file alone.
 
-Fields: :data:`benchmarks.realism_fields.FIELDS` — eight periodic supercells (6 × 4
-rectangles, 96 columns each; 4 × 3, 48 columns, at 200 kV) over five hosts, 60/80/200
-kV, MAADF and HAADF, one at 15 Å defocus, heavy and light dopants and a chalcogen
-substituent, defects drawn at random — simulated by full-cell PRISM at settings finer
-than the bank's, with no code of :mod:`simulate` (:mod:`benchmarks.realism_fields`).
+Fields: :data:`benchmarks.realism_fields.FIELDS` — eight periodic supercells (4 × 3
+rectangles, 48 columns each) over five hosts, 60/80/200 kV, MAADF and HAADF, one at
+15 Å defocus, heavy and light dopants and a chalcogen substituent, defects drawn at
+random — simulated by full-cell PRISM with 16 frozen-phonon configurations at settings
+finer than the bank's, with no code of :mod:`simulate` (:mod:`benchmarks.realism_fields`).
 
 Every condition is a pair of recordings of one field with the *same* electrons: in
 fractions of the beam (the reference) and in detector units — an unknown gain of

@@ -15,7 +15,9 @@ import realism_fields  # benchmarks/ is a folder of scripts, not a package
 
 @pytest.fixture(scope="module")
 def tiny():
-    spec = realism_fields.FieldSpec("MoS2", "Re", None, 60.0, "HAADF", repeats=(2, 1), seed=3)
+    spec = realism_fields.FieldSpec(
+        "MoS2", "Re", None, 60.0, "HAADF", repeats=(2, 1), seed=3, phonons=2
+    )
     return spec, realism_fields.simulate(spec)
 
 
