@@ -306,6 +306,12 @@ def run_missing(
 ) -> None:
     """Compute `runs` with dask (local cluster or `scheduler`), saving each as it finishes.
 
+    Runs are handed out as threads free up — never more in flight than the cluster has
+    threads — so that every worker stays busy: submitted all at once, the runs went to
+    whichever worker had registered first (client.map does not wait for the others),
+    and work stealing, with no duration for these one-off tasks, left them there (a
+    2-worker build ran 46 runs on one worker, the other idle).
+
     A local cluster of processes starts its workers with ``spawn``: a script that
     calls this must guard its entry point with ``if __name__ == "__main__":``.
     """
@@ -333,14 +339,27 @@ def run_missing(
         client = Client(cluster)
     show = sys.stderr.isatty() if progress is None else progress
     try:
-        futures = client.map(task, list(runs), key=[r.slug for r in runs], pure=False)
-        by_key = {f.key: r for f, r in zip(futures, runs, strict=True)}
+        if cluster is not None:
+            client.wait_for_workers(workers)
+        slots = max(1, sum(w["nthreads"] for w in client.scheduler_info()["workers"].values()))
+        waiting = list(runs)
+        by_key = {}
+
+        def submit() -> object:
+            run = waiting.pop(0)
+            future = client.submit(task, run, key=run.slug, pure=False)
+            by_key[future.key] = run
+            return future
+
+        pending = as_completed([submit() for _ in range(min(slots, len(waiting)))])
         with tqdm(total=len(runs), disable=not show, desc="abTEM runs", unit="run") as bar:
-            for future in as_completed(futures):
-                run = by_key[future.key]
+            for future in pending:
+                run = by_key.pop(future.key)
                 cache.save(run, future.result())
                 log(f"done {run.slug}")
                 bar.update()
+                if waiting:
+                    pending.add(submit())
     finally:
         client.close()
         if cluster is not None:

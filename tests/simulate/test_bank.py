@@ -83,3 +83,48 @@ def test_generator_output_does_not_depend_on_threads(tiny_bank):
     two = PatchGenerator(bank, seed=5, threads=2).draw(5000)
     assert one.patches.tobytes() == two.patches.tobytes()
     assert np.array_equal(one.theta, two.theta) and np.array_equal(one.label, two.label)
+
+
+_RAN: list = []  # (worker address, start, end, runs handed out) of each _Timed run
+
+
+class _Timed:
+    """A stand-in abTEM run: sleeps, and records which dask worker ran it and when."""
+
+    def __init__(self, k: int) -> None:
+        self.slug = f"timed_{k}"
+
+    def run(self, config, metals):
+        import time
+
+        from distributed import get_client, get_worker
+
+        start = time.monotonic()
+        known = sum(len(v) for v in get_client().processing().values())  # handed to workers
+        time.sleep(0.3)
+        _RAN.append((get_worker().address, start, time.monotonic(), known))
+        return np.zeros(3)
+
+
+def test_runs_are_handed_out_as_threads_free_up_to_every_worker(tmp_path):
+    from simulate.bank import run_missing
+
+    _RAN.clear()
+    runs = [_Timed(k) for k in range(8)]
+    cache = RunCache(tmp_path, "a test fingerprint")
+    lines: list[str] = []
+    run_missing(
+        runs,
+        cache,
+        set(),
+        scheduler=None,
+        workers=2,
+        processes=False,
+        progress=False,
+        log=lines.append,
+    )
+    assert len(lines) == 8 and all((tmp_path / cache.path(r).name).is_file() for r in runs)
+    workers = [w for w, *_ in _RAN]
+    assert len(set(workers)) == 2 and min(workers.count(w) for w in set(workers)) >= 3
+    # runs are handed out as threads free up, never queued up on one worker
+    assert max(known for *_, known in _RAN) <= 2
