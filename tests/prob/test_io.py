@@ -63,7 +63,16 @@ def test_np_save_writes_where_it_is_told(tmp_path):
     assert list(tmp_path.iterdir()) == [target]
 
 
-def test_ctrl_c_inside_a_deferred_block_arrives_when_it_ends(tmp_path):
+@pytest.fixture
+def ctrl_c():
+    """Python's own SIGINT handler for the test (a runner started with ``nohup … &`` has
+    SIGINT ignored), and whatever was there before afterwards."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_ctrl_c_inside_a_deferred_block_arrives_when_it_ends(tmp_path, ctrl_c):
     """The block runs to its end; the interrupt then escapes and the temporary file goes."""
     reached_end = False
     with pytest.raises(KeyboardInterrupt), atomic_write(tmp_path / "a.nc") as tmp:
@@ -75,6 +84,20 @@ def test_ctrl_c_inside_a_deferred_block_arrives_when_it_ends(tmp_path):
     assert reached_end
     assert list(tmp_path.iterdir()) == []
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_ignored_ctrl_c_stays_ignored(tmp_path):
+    """A command run as a background job (SIGINT ignored) is not interrupted by its write."""
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with atomic_write(tmp_path / "a.nc") as tmp, signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            tmp.write_bytes(b"written")
+        assert (tmp_path / "a.nc").read_bytes() == b"written"
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_a_deferred_block_without_a_signal_changes_nothing(tmp_path):
