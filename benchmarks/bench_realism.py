@@ -33,7 +33,9 @@ effective dose, gain and black level against the truth (worst field). Then:
 Run: ``python benchmarks/bench_realism.py [--fields N]
 [--part fields|conditions|misfit|false-alarm|speed]`` (``false-alarm`` and ``speed`` need
 no field);
-the fields are cached in ``benchmarks/data/realism_fields`` (simulated where missing).
+the fields are cached in ``benchmarks/data/realism_fields`` (simulated where missing), and
+each field's result under each condition in ``benchmarks/results/realism/runs/<models>/``
+(``--runs``; keyed by the shipped models' files), so that a restarted run redoes nothing.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / "data" / "realism_fields"
+RUNS = HERE / "results" / "realism" / "runs"
 MARGIN = 5.0  # [Å] periodic wrap around the cell
 MATCH = 0.5  # [Å] a site and a column closer than this are the same
 
@@ -204,9 +207,66 @@ def context_of(spec):
     )
 
 
-def part_conditions(fields, engine, tau, args) -> None:
+def models_key() -> str:
+    """12 hex digits naming the shipped likelihood, guide and shortcut together."""
+    import hashlib
+
+    from inference.shipped import (
+        default_amortized_path,
+        default_model_path,
+        default_posterior_path,
+    )
+
+    digest = hashlib.sha256()
+    for path in (default_model_path(), default_posterior_path(), default_amortized_path()):
+        digest.update(Path(path).read_bytes() if Path(path).is_file() else b"-")
+    return digest.hexdigest()[:12]
+
+
+def field_condition(spec, field, condition, engine, tau, runs: Path) -> dict:
+    """One field under one condition, both recordings: probabilities, true classes and
+    misfit flags of its cell's columns, failures, and the calibration's errors — read from
+    `runs` where an earlier run stored it (same models, field and condition), else
+    computed and stored there (a restarted benchmark redoes nothing it has)."""
     import warnings
 
+    from prob.io import atomic_write
+
+    slug = "".join(c if c.isalnum() or c in ".-" else "_" for c in condition.name)
+    path = runs / f"{slug}__{spec.name}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return {k: (str(z[k]) if z[k].dtype.kind == "U" else z[k]) for k in z.files}
+    beam, units, truth = record(field, spec.detector, condition, seed=1000 + spec.seed)
+    context = context_of(spec)
+    out = {}
+    for name, array in (("beam", beam), ("units", units)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = classify(array, condition.pixel_size, context, engine, tau, seed=spec.seed)
+        except Exception as err:  # a failure is a result here, counted and shown
+            message = str(err).splitlines()[0] if str(err) else ""
+            out[f"failed_{name}"] = np.array(f"{type(err).__name__}: {message}")
+            continue
+        p, labels, flags, _ = score(ds, truth, condition.pixel_size)
+        out[f"p_{name}"], out[f"y_{name}"], out[f"misfit_{name}"] = p, labels, flags
+        if name == "units":
+            cal = ds.attrs["calibration"]
+            out["calibration"] = np.array(
+                [
+                    cal["dose"] / truth["dose"] - 1,
+                    cal["gain"] / truth["gain"] - 1,
+                    (cal["black_level"] - truth["black"]) / truth["signal_range"],
+                ]
+            )
+    runs.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as tmp:
+        np.savez(tmp, **out)
+    return out
+
+
+def part_conditions(fields, engine, tau, args) -> None:
     from prob import metrics
 
     rows = []
@@ -219,40 +279,27 @@ def part_conditions(fields, engine, tau, args) -> None:
                 f"--conditions: {unknown} unknown; expected some of {[c.name for c in CONDITIONS]}"
             )
         chosen = [c for c in CONDITIONS if c.name in names]
+    runs = args.runs / models_key()
     for condition in chosen:
         pooled = {"beam": [[], []], "units": [[], []]}
         misfit = {"beam": [], "units": []}
         failures = {"beam": 0, "units": 0}
         calib = []
-        for k, (spec, field) in enumerate(fields):
-            beam, units, truth = record(field, spec.detector, condition, seed=1000 + k)
-            context = context_of(spec)
-            for name, array in (("beam", beam), ("units", units)):
-                try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        ds = classify(array, condition.pixel_size, context, engine, tau, seed=k)
-                except Exception as err:  # a failure is a result here, counted and shown
+        for spec, field in fields:
+            result = field_condition(spec, field, condition, engine, tau, runs)
+            for name in ("beam", "units"):
+                if f"failed_{name}" in result:
                     failures[name] += 1
                     print(
-                        f"  FAILED {condition.name} {spec.name} {name}: {type(err).__name__}: "
-                        f"{str(err).splitlines()[0] if str(err) else ''}",
+                        f"  FAILED {condition.name} {spec.name} {name}: {result[f'failed_{name}']}",
                         file=sys.stderr,
                     )
                     continue
-                p, labels, flags, _ = score(ds, truth, condition.pixel_size)
-                pooled[name][0].append(p)
-                pooled[name][1].append(labels)
-                misfit[name].append(flags)
-                if name == "units":
-                    cal = ds.attrs["calibration"]
-                    calib.append(
-                        (
-                            cal["dose"] / truth["dose"] - 1,
-                            cal["gain"] / truth["gain"] - 1,
-                            (cal["black_level"] - truth["black"]) / truth["signal_range"],
-                        )
-                    )
+                pooled[name][0].append(result[f"p_{name}"])
+                pooled[name][1].append(result[f"y_{name}"])
+                misfit[name].append(result[f"misfit_{name}"])
+            if "calibration" in result:
+                calib.append(tuple(result["calibration"]))
         line = {"condition": condition.name}
         for name in ("beam", "units"):
             if pooled[name][0]:
@@ -409,6 +456,12 @@ def main(argv=None) -> int:
         "--conditions", help="comma-separated condition names (default: all of them)"
     )
     parser.add_argument("--cache", type=Path, default=CACHE)
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        default=RUNS,
+        help="per field and condition results, by models (reused where present)",
+    )
     parser.add_argument("--misfit-patches", type=int, default=3000)
     parser.add_argument("--misfit-seed", type=int, default=4242)
     parser.add_argument("--repeats", type=int, default=3)
