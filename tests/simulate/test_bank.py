@@ -128,3 +128,17 @@ def test_runs_are_handed_out_as_threads_free_up_to_every_worker(tmp_path):
     assert len(set(workers)) == 2 and min(workers.count(w) for w in set(workers)) >= 3
     # runs are handed out as threads free up, never queued up on one worker
     assert max(known for *_, known in _RAN) <= 2
+
+
+def test_chalcogen_profiles_are_handed_out_first(tiny_bank):
+    from simulate.bank import handout_order
+
+    cases = tiny_bank[0]
+    runs = sorted({r for rs in plan(cases, CONFIG)[0].values() for r in rs}, key=lambda r: r.slug)
+    order = handout_order(runs)
+    slow = ["@" in r.kind.name for r in order]
+    assert any(slow) and not all(slow)  # the premise: a case needs both kinds
+    assert slow == sorted(slow, reverse=True)  # every chalcogen profile before any metal
+    assert [r for r in order if "@" not in r.kind.name] == [
+        r for r in runs if "@" not in r.kind.name
+    ]  # otherwise the order given
