@@ -307,7 +307,7 @@ def run_missing(
     """Compute `runs` with dask (local cluster or `scheduler`), saving each as it finishes.
 
     Runs are handed out as threads free up — never more in flight than the cluster has
-    threads — and the chalcogen columns' profiles first (:func:`handout_order`; about 18 min
+    threads — and the chalcogen columns' profiles first (:func:`handout_order`; 10–15 min
     per run at 200 kV against 2 for a lone metal), so that the build does not end on one
     long run. Submitted all at once, the runs went to whichever worker had registered
     first (client.map does not wait for the others), and work stealing, with no duration
