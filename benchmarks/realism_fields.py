@@ -12,7 +12,7 @@ each plane, phonons by quadrature per isolated column):
 
 - grid :data:`GRID` (0.0125 Å at 60 and 80 kV, 0.0075 Å at 200 kV); slices beginning
   0.25 Å above each atomic plane;
-- PRISM with interpolation 2 on 4 × 3 orthogonal cells (96 columns; a probe window of
+- PRISM with interpolation 2 on 4 × 3 orthogonal cells (48 columns; a probe window of
   half the cell, 6.3–7.2 × 8.2–9.4 Å): the S-matrix costs the square of the cell's
   area, and each phonon configuration is one S-matrix;
 - frozen phonons, :data:`PHONONS` configurations (``abtem.FrozenPhonons``), Gaussian
@@ -44,6 +44,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from prob.materials import get_host
 
 GRID = {60.0: 0.0125, 80.0: 0.0125, 200.0: 0.0075}  # [Å] by kV; each finer than the bank's
 LEAD = 0.25  # [Å] slices begin this far above each plane
@@ -94,8 +96,6 @@ RATES = {
 
 
 def _lattice(host: str) -> tuple[float, float]:
-    from prob.materials import get_host
-
     h = get_host(host)
     return h.a, h.thickness
 
@@ -109,7 +109,7 @@ def build(spec: FieldSpec):
     a, thickness = _lattice(spec.host)
     unit = mx2(formula=spec.host, kind="2H", a=a, thickness=thickness, size=(1, 1, 1), vacuum=2.0)
     atoms = abtem.orthogonalize_cell(unit) * (spec.repeats[0], spec.repeats[1], 1)
-    metal = spec.host[:2] if spec.host[1].islower() else spec.host[:1]
+    metal = get_host(spec.host).metal
     rng = np.random.default_rng(spec.seed)
     xy = np.round(atoms.positions[:, :2], 3)
     keys = {}
@@ -155,8 +155,7 @@ def simulate(spec: FieldSpec) -> dict:
     import abtem
 
     atoms, columns = build(spec)
-    metal = spec.host[:2] if spec.host[1].islower() else spec.host[:1]
-    chalcogens = {spec.host[len(metal) :].rstrip("2"), spec.substituent}
+    chalcogens = {get_host(spec.host).chalcogen, spec.substituent}
     sigmas = {
         s: SIGMA_CHALCOGEN if s in chalcogens else SIGMA_METAL
         for s in set(atoms.get_chemical_symbols())
@@ -191,10 +190,10 @@ def simulate(spec: FieldSpec) -> dict:
         measured = smatrix.scan(scan=scan, detectors=detector, ctf=ctf)
         array = np.asarray(measured.compute(scheduler="threads", progress_bar=False).array)
     array = array.reshape(n[0], n[1], -1).transpose(1, 0, 2)  # (y, x, bins)
-    images = {}
-    for name, (inner, outer) in DETECTORS.items():
-        image = array[..., inner // 5 : outer // 5].sum(-1).astype(np.float64)
-        images[name] = image
+    images = {
+        name: array[..., inner // 5 : outer // 5].sum(-1)
+        for name, (inner, outer) in DETECTORS.items()
+    }
     x, y, kind, label = (np.array(v) for v in zip(*columns, strict=True))
     return {
         "maadf": images["MAADF"].astype(np.float32),

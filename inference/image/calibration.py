@@ -328,6 +328,16 @@ def fit_scale(
     return float(offset), float(scale), float(best.x), math.sqrt(error / target.size)
 
 
+def _bootstrap_se(labelled, templates, rng, offset=None) -> tuple[float, float, float]:
+    """Standard errors of :func:`fit_scale`'s offset, scale and blur over sites resampled
+    (:data:`BOOTSTRAP` times, per label)."""
+    draws = []
+    for _ in range(BOOTSTRAP):
+        sample = {k: v[rng.integers(0, len(v), len(v))] for k, v in labelled.items() if len(v)}
+        draws.append(fit_scale(sample, templates, offset=offset)[:3])
+    return tuple(float(x) for x in np.array(draws).std(axis=0, ddof=1))
+
+
 def calibrate(
     data: np.ndarray,
     pixel_size: float,
@@ -388,11 +398,7 @@ def calibrate(
     (offset, scale, blur, _), labelled = fits[used, swapped]
     kv, templates = groups[used]
     rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(BOOTSTRAP):
-        sample = {k: v[rng.integers(0, len(v), len(v))] for k, v in labelled.items() if len(v)}
-        draws.append(fit_scale(sample, templates)[:3])
-    offset_se, scale_se, blur_se = (float(s) for s in np.array(draws).std(axis=0, ddof=1))
+    offset_se, scale_se, blur_se = _bootstrap_se(labelled, templates, rng)
     fixed = []
     if calibrated:
         scale, scale_se = 1.0, 0.0
@@ -427,13 +433,7 @@ def calibrate(
         # them near-degenerate). Fit again with b = 0: the offset held at the law's black level
         background, background_se = 0.0, 0.0
         offset, scale, blur, _ = fit_scale(labelled, templates, offset=black)
-        refits = []
-        for _ in range(BOOTSTRAP):
-            sample = {
-                label: v[rng.integers(0, len(v), len(v))] for label, v in labelled.items() if len(v)
-            }
-            refits.append(fit_scale(sample, templates, offset=black)[1:3])
-        scale_se, blur_se = (float(s) for s in np.array(refits).std(axis=0, ddof=1))
+        _, scale_se, blur_se = _bootstrap_se(labelled, templates, rng, offset=black)
         if "dose" in fixed:
             k, k_se = scale / (dose * pixel_size**2), scale_se / (dose * pixel_size**2)
     d_eff = float(dose) if dose is not None else scale / (k * pixel_size**2)

@@ -157,6 +157,13 @@ def _validate(pixel_size: float, lattice_constant: float) -> tuple[float, float]
     return p, a
 
 
+def smoothed(image: np.ndarray, pixel_size: float, smoothing: float = SMOOTHING) -> np.ndarray:
+    """`image` smoothed by a Gaussian of `smoothing` [Å] (at least half a pixel)."""
+    return ndimage.gaussian_filter(
+        np.asarray(image, dtype=np.float64), max(smoothing / pixel_size, 0.5)
+    )
+
+
 def find_columns(
     image: np.ndarray, pixel_size: float, *, lattice_constant: float, smoothing: float = SMOOTHING
 ) -> np.ndarray:
@@ -182,7 +189,7 @@ def find_columns(
     p, a = _validate(pixel_size, lattice_constant)
     from skimage.feature import peak_local_max
 
-    smooth = ndimage.gaussian_filter(np.asarray(image, dtype=np.float64), max(smoothing / p, 0.5))
+    smooth = smoothed(image, p, smoothing)
     floor, top = np.percentile(smooth, [1.0, 99.9])
     radius = max(1, int(0.4 * a / SQRT3 / p))
     yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
@@ -230,7 +237,8 @@ def fit_lattice(
         raise ValueError(f"columns: found {len(peaks)}; expected at least 12 to fit a lattice")
     hidden = image is not None and _triangular(peaks, a / p)
     if hidden:
-        a1, a2 = _three_directions(*_neighbours(peaks, 6, a / p)[:2], combine="cell")
+        b0, b60, _ = _three_directions(*_neighbours(peaks, 6, a / p)[:2])
+        a1, a2 = b0, b60  # neighbours on one sublattice: the cell's own vectors
     else:
         a1, a2 = _basis_from_bonds(peaks, bond, p, a)
     centre = np.median(peaks, axis=0)
@@ -289,13 +297,10 @@ def _triangular(peaks: np.ndarray, spacing: float) -> bool:
 
 
 def _three_directions(
-    vectors: np.ndarray, phi: np.ndarray, *, combine: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """a1, a2 [px] from the mean neighbour vector along each of three directions 60° apart.
-
-    `combine`: "bonds" (metal–chalcogen bonds; a1 = b0 − b120, a2 = b0 + b60) or "cell"
-    (neighbours on one sublattice; a1 = b0, a2 = b60).
-    """
+    vectors: np.ndarray, phi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mean neighbour vector [px] along each of three directions 60° apart (b0, b60,
+    b120; opposite vectors folded together)."""
     beta = np.angle(np.mean(np.exp(6j * phi))) / 6  # direction modulo 60°
     means = []
     for k in range(3):  # along beta, beta + 60°, beta + 120° (either sign)
@@ -309,8 +314,7 @@ def _three_directions(
             )
         sign = np.sign(np.cos(phi[members] - direction))
         means.append(np.mean(vectors[members] * sign[:, None], axis=0))
-    b0, b60, b120 = means
-    return (b0 - b120, b0 + b60) if combine == "bonds" else (b0, b60)
+    return tuple(means)
 
 
 def _place_hidden(
@@ -321,14 +325,13 @@ def _place_hidden(
     The seen columns are at ``origin + i·a1 + j·a2``; the hidden ones sit at +1/3 or
     +2/3 of a1 + a2 from them, whichever is brighter in the smoothed image, cell by cell.
     """
-    data = np.asarray(image, dtype=np.float64)
-    smooth = ndimage.gaussian_filter(data, max(SMOOTHING / p, 0.5))
+    smooth = smoothed(image, p)
     seen = Lattice(tuple(origin), tuple(a1), tuple(a2), p, 1.0, 0.0, 0, 0)
-    cells = seen.sites(data.shape)
+    cells = seen.sites(smooth.shape)
     zero = cells["sublattice"] == 0
     x, y = cells["x"][zero], cells["y"][zero]
     third = (a1 + a2) / 3
-    ny, nx = data.shape
+    ny, nx = smooth.shape
     inside = (x + 2 * third[0] >= 0) & (x + 2 * third[0] <= nx - 1)
     inside &= (y + 2 * third[1] >= 0) & (y + 2 * third[1] <= ny - 1)
     x, y = x[inside], y[inside]
@@ -363,7 +366,8 @@ def _basis_from_bonds(
             f"≈ {bond * p:.2f} Å (a/√3 for lattice_constant={a:g} Å); check the pixel size, "
             "the host, and that both sublattices are visible"
         )
-    return _three_directions(vectors, phi, combine="bonds")
+    b0, b60, b120 = _three_directions(vectors, phi)
+    return b0 - b120, b0 + b60
 
 
 def _origin(peaks: np.ndarray, reference: np.ndarray, a1: np.ndarray, a2: np.ndarray) -> np.ndarray:

@@ -48,6 +48,7 @@ from inference.image.lattice import (
     Lattice,
     find_columns,
     fit_lattice,
+    smoothed,
     with_sublattice,
 )
 from prob.validate import validate_number, validate_positive_int
@@ -133,10 +134,6 @@ class Sites:
         )
 
 
-def _smoothed(image: np.ndarray, pixel_size: float) -> np.ndarray:
-    return ndimage.gaussian_filter(image, max(SMOOTHING / pixel_size, 0.5))
-
-
 def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return ndimage.map_coordinates(image, [y, x], order=1, mode="nearest")
 
@@ -164,7 +161,7 @@ def assign_sublattices(image: np.ndarray, lattice: Lattice, *, metal_brighter: b
     data = np.asarray(image, dtype=np.float64)
     sites = lattice.sites(data.shape)
     hollow_offset = 2 * (np.array(lattice.a1) + np.array(lattice.a2)) / 3
-    smooth = _smoothed(data, lattice.pixel_size)
+    smooth = smoothed(data, lattice.pixel_size)
     levels = []
     for sub in (0, 1):
         chosen = sites["sublattice"] == sub
