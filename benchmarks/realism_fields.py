@@ -150,31 +150,15 @@ def _slices(atoms) -> tuple[float, ...]:
     return tuple(np.diff(edges))
 
 
-def simulate(spec: FieldSpec) -> dict:
-    """The field's noise-free MAADF and HAADF images [fraction of the beam] and its truth."""
+def _scan(source, spec: FieldSpec, extent, gpts, n, slices) -> np.ndarray:
+    """PRISM scan of `source` (atoms or one-configuration FrozenPhonons): (y, x, 5-mrad bins)."""
     import abtem
 
-    atoms, columns = build(spec)
-    chalcogens = {get_host(spec.host).chalcogen, spec.substituent}
-    sigmas = {
-        s: SIGMA_CHALCOGEN if s in chalcogens else SIGMA_METAL
-        for s in set(atoms.get_chemical_symbols())
-    }
-    extent = np.diag(atoms.cell)[:2]
-    grid = GRID[float(spec.kv)]
-    gpts = tuple(math.ceil(e / grid / 2) * 2 for e in extent)  # even: PRISM 2
-    n = tuple(round(e / STEP) for e in extent)
-    start = time.perf_counter()
     with abtem.config.set({"fftw.threads": 1, "device": "cpu", "precision": "float32"}):
-        source = atoms  # phonons=0: the static lattice (only for phonon_check)
-        if spec.phonons:
-            source = abtem.FrozenPhonons(
-                atoms, num_configs=spec.phonons, sigmas=sigmas, seed=spec.seed, ensemble_mean=True
-            )
         potential = abtem.Potential(
             source,
             gpts=gpts,
-            slice_thickness=_slices(atoms),
+            slice_thickness=slices,
             projection="infinite",
             parametrization="lobato",
         )
@@ -189,11 +173,75 @@ def simulate(spec: FieldSpec) -> dict:
         detector = abtem.FlexibleAnnularDetector(step_size=5.0, outer=200.0)
         measured = smatrix.scan(scan=scan, detectors=detector, ctf=ctf)
         array = np.asarray(measured.compute(scheduler="threads", progress_bar=False).array)
-    array = array.reshape(n[0], n[1], -1).transpose(1, 0, 2)  # (y, x, bins)
-    images = {
-        name: array[..., inner // 5 : outer // 5].sum(-1)
-        for name, (inner, outer) in DETECTORS.items()
+    return array.reshape(n[0], n[1], -1).transpose(1, 0, 2)
+
+
+def _atomic_savez(path: Path, **arrays) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+    os.close(fd)
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+    os.chmod(path, 0o644)
+
+
+def simulate(spec: FieldSpec, parts: Path | None = None, log=None) -> dict:
+    """The field's noise-free MAADF and HAADF images [fraction of the beam] and its truth.
+
+    Each frozen-phonon configuration is one PRISM scan (abTEM's own displacements: the
+    configuration k of ``FrozenPhonons(num_configs=phonons, seed=spec.seed)``, run alone
+    with its seed), their images averaged — the ensemble mean abTEM would form. Where
+    `parts` is a folder, each configuration's two images are kept there as it finishes
+    (``<k>.npz``, a few tens of kB) and reused: a stopped simulation loses at most one
+    configuration.
+    """
+    import abtem
+
+    atoms, columns = build(spec)
+    chalcogens = {get_host(spec.host).chalcogen, spec.substituent}
+    sigmas = {
+        s: SIGMA_CHALCOGEN if s in chalcogens else SIGMA_METAL
+        for s in set(atoms.get_chemical_symbols())
     }
+    extent = np.diag(atoms.cell)[:2]
+    grid = GRID[float(spec.kv)]
+    gpts = tuple(math.ceil(e / grid / 2) * 2 for e in extent)  # even: PRISM 2
+    n = tuple(round(e / STEP) for e in extent)
+    slices = _slices(atoms)
+    seeds = (None,)  # phonons=0: the static lattice (only for phonon_check)
+    if spec.phonons:
+        ensemble = abtem.FrozenPhonons(
+            atoms, num_configs=spec.phonons, sigmas=sigmas, seed=spec.seed
+        )
+        seeds = ensemble.seed
+    sums = {name: np.zeros(n[::-1]) for name in DETECTORS}
+    seconds = 0.0
+    for k, seed in enumerate(seeds):
+        part = None if parts is None else Path(parts) / f"{k}.npz"
+        if part is not None and part.is_file():
+            with np.load(part) as z:
+                images, took = {name: z[name] for name in DETECTORS}, float(z["seconds"])
+        else:
+            start = time.perf_counter()
+            source = atoms
+            if seed is not None:
+                source = abtem.FrozenPhonons(
+                    atoms, num_configs=1, sigmas=sigmas, seed=(seed,), ensemble_mean=True
+                )
+            bins = _scan(source, spec, extent, gpts, n, slices)
+            images = {
+                name: bins[..., inner // 5 : outer // 5].sum(-1)
+                for name, (inner, outer) in DETECTORS.items()
+            }
+            took = time.perf_counter() - start
+            if part is not None:
+                _atomic_savez(part, seconds=took, **images)
+            if log is not None:
+                log(f"  {spec.name}: configuration {k + 1} of {len(seeds)} in {took:.0f} s")
+        seconds += took
+        for name in DETECTORS:
+            sums[name] += images[name]
+    images = {name: sums[name] / len(seeds) for name in DETECTORS}
     x, y, kind, label = (np.array(v) for v in zip(*columns, strict=True))
     return {
         "maadf": images["MAADF"].astype(np.float32),
@@ -214,7 +262,7 @@ def simulate(spec: FieldSpec) -> dict:
                 "convergence": CONVERGENCE,
                 "parametrization": "lobato",
                 "abtem": abtem.__version__,
-                "seconds": round(time.perf_counter() - start, 1),
+                "seconds": round(seconds, 1),  # summed over configurations
             }
         ),
     }
@@ -251,16 +299,16 @@ def phonon_check(counts=(8, 16), blur: float = 0.07) -> dict:
 
 
 def load(spec: FieldSpec, folder: Path, log=print) -> dict:
-    """The cached field, simulated first where the cache lacks it."""
+    """The cached field, simulated first where the cache lacks it (resumable: its
+    configurations are kept under ``folder/parts/<name>/`` until the field is written)."""
     path = Path(folder) / f"{spec.name}.npz"
     if not path.is_file():
-        field = simulate(spec)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-        os.close(fd)
-        np.savez_compressed(tmp, **field)
-        os.replace(tmp, path)
-        os.chmod(path, 0o644)
+        parts = Path(folder) / "parts" / spec.name
+        field = simulate(spec, parts=parts, log=log)
+        _atomic_savez(path, **field)
+        for part in parts.glob("*.npz"):
+            part.unlink()
+        parts.rmdir()
         log(f"simulated {spec.name} in {json.loads(field['settings'])['seconds']:.0f} s")
     with np.load(path) as z:
         return {k: z[k] for k in z.files}

@@ -55,3 +55,40 @@ def test_resampling_at_the_scan_points_gives_the_scan_back(tiny):
         image, extent, pixel_size=extent[0] / nx, shape=(1, nx), origin=(extent[0] / nx / 2, 0)
     )
     assert np.abs(half[0] - image[0]).max() > 10 * tolerance
+
+
+def test_a_field_is_abtems_ensemble_mean_and_resumes_from_its_configurations(
+    tiny, tmp_path, monkeypatch
+):
+    """Configuration by configuration (kept as parts) gives abTEM's own frozen-phonon
+    ensemble mean; a second run reads its parts and scans nothing."""
+    import abtem
+
+    spec, field = tiny
+    atoms, _ = realism_fields.build(spec)
+    sigmas = {
+        s: realism_fields.SIGMA_CHALCOGEN if s == "S" else realism_fields.SIGMA_METAL
+        for s in set(atoms.get_chemical_symbols())
+    }
+    ensemble = abtem.FrozenPhonons(
+        atoms, num_configs=spec.phonons, sigmas=sigmas, seed=spec.seed, ensemble_mean=True
+    )
+    extent = np.diag(atoms.cell)[:2]
+    grid = realism_fields.GRID[spec.kv]
+    gpts = tuple(int(np.ceil(e / grid / 2) * 2) for e in extent)
+    n = tuple(round(e / realism_fields.STEP) for e in extent)
+    bins = realism_fields._scan(ensemble, spec, extent, gpts, n, realism_fields._slices(atoms))
+    haadf = bins[..., 80 // 5 : 200 // 5].sum(-1)
+    np.testing.assert_allclose(field["haadf"], haadf, rtol=0, atol=1e-5 * haadf.max())
+
+    parts = tmp_path / "parts"
+    first = realism_fields.simulate(spec, parts=parts)
+    assert sorted(p.name for p in parts.iterdir()) == [f"{k}.npz" for k in range(spec.phonons)]
+
+    def no_scan(*args, **kwargs):
+        raise AssertionError("a stored configuration was simulated again")
+
+    monkeypatch.setattr(realism_fields, "_scan", no_scan)
+    again = realism_fields.simulate(spec, parts=parts)
+    np.testing.assert_array_equal(again["haadf"], first["haadf"])
+    np.testing.assert_array_equal(again["maadf"], first["maadf"])
