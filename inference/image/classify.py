@@ -15,13 +15,15 @@
    shortcut, trained on template-frame patches, is not used.
 2. Image-level context: the grid cases consistent with what is known
    (flags, then file metadata) share one latent m for the whole image,
-   p(m | image) ∝ Π_i Σ_c π(c | m) p(x_i | c, m)^(1/τ) over unflagged sites.
+   p(m | image) ∝ Π_i Σ_c π(c | m) p(x_i | c, m)^(1/τ) over unflagged sites
+   (:mod:`inference.image.shared_context`).
 3. Per site: p(c | x_i, image) = Σ_m p(m | image) p(c | x_i, m), under both
    class priors — "context_free" (uniform over the classes each case allows)
-   and "context_aware" (concentrations and knock-on, or the user's).
+   and "context_aware" (concentrations and knock-on, or the user's); sites next
+   to probable defects evaluated again with them (:mod:`inference.image.neighbours`);
+   each site criticised (:mod:`inference.image.misfit`) and flagged.
 4. Summary: MAP counts per class; dopant / vacancy fractions with 95 %
-   credible intervals (site classes drawn from their posteriors, then the
-   fraction's Beta posterior given the drawn counts); flagged sites.
+   credible intervals; flagged sites (:mod:`inference.image.summary`).
 """
 
 from __future__ import annotations
@@ -38,25 +40,22 @@ from tqdm.auto import tqdm
 
 from inference.image.calibration import Known, calibrate
 from inference.image.io import Image
-from inference.image.misfit import MISFIT_Z, misfit_z
-from inference.image.neighbours import NeighbourField
+from inference.image.misfit import MISFIT_Z, on_boundary, site_misfit_z
+from inference.image.neighbours import NeighbourField, worth_again
 from inference.image.pixels import as_template_pixels, in_model_noise
 from inference.image.saturation import clipped, saturated_sites
+from inference.image.shared_context import class_posteriors
 from inference.image.sites import Sites, cut_patches, find_sites
+from inference.image.summary import summarise
 from inference.posterior.engine import PosteriorEngine
-from inference.posterior.evidence import SiteEvidence, logsumexp
+from inference.posterior.evidence import SiteEvidence
 from inference.theta.psis import K_HAT_LIMIT
-from prob.classes import CLASSES, applies, classes_of
 from prob.context import Context
 from prob.datasets import PRIORS, site_posterior
 from prob.grid import Case, consistent_cases
 from prob.materials import host_of
 from simulate.frame import SAMPLING_RANGE, TEMPLATE, Frame
 from simulate.templates import SAMPLING, WINDOW
-
-_PRIOR_KIND = {"context_free": "uniform", "context_aware": "context_aware"}
-"""The candidates' class prior (:meth:`CandidateSet.log_prior`) of each of
-:data:`prob.datasets.PRIORS`."""
 
 
 def image_context(context: Context, image: Image) -> Context:
@@ -207,7 +206,7 @@ def classify_image(
                 )
             )
             bar.update(len(part))
-        return _concatenate(parts)
+        return SiteEvidence.concatenate(parts)
 
     evidence = {}
     with tqdm(total=len(sites), unit="site", disable=not progress, leave=False) as bar:
@@ -217,7 +216,7 @@ def classify_image(
                 evidence[site_type] = (rows, evaluate(rows, site_type, bar))
                 say(f"{site_type}: {len(rows)} sites evaluated")
     n = len(sites)
-    probability, case_post = _posteriors(evidence, cases, flagged, overrides, temperature, n)
+    probability, case_post = class_posteriors(evidence, cases, flagged, overrides, temperature, n)
     field = None
     if neighbours and hasattr(engine, "model"):
         best = int(np.argmax(case_post["context_aware"]))
@@ -237,20 +236,17 @@ def classify_image(
                 bar.update(len(rows) - len(again))
                 if len(again):
                     near = len(again)
-                    again, offsets = _worth_again(
+                    again, offsets = worth_again(
                         again, field, patches, frame, calibration.dose, chunk
                     )
                     bar.update(near - len(again))
                 if len(again):
                     new = evaluate(again, site_type, bar, offsets=offsets)
-                    for name in _EVIDENCE_FIELDS:
-                        getattr(ev, name)[np.searchsorted(rows, again)] = getattr(new, name)
-                    if ev.amortized is not None:
-                        ev.amortized[np.searchsorted(rows, again)] = False
-                    if ev.failed is not None and new.failed is not None:
-                        ev.failed[np.searchsorted(rows, again)] = new.failed
+                    ev.update_sites(np.searchsorted(rows, again), new)
                 say(f"{site_type}: {len(again)} sites next to probable defects evaluated again")
-        probability, case_post = _posteriors(evidence, cases, flagged, overrides, temperature, n)
+        probability, case_post = class_posteriors(
+            evidence, cases, flagged, overrides, temperature, n
+        )
     theta_mean = np.full((n, 6), np.nan)
     theta_sd = np.full((n, 6), np.nan)
     pareto = np.full(n, np.nan)
@@ -295,7 +291,7 @@ def classify_image(
     ds.attrs["frame"] = json.dumps(frame.describe())
     ds["misfit_z"] = (
         "site",
-        _misfit(engine, patches, ds, cases[best].context, failed, field, frame),
+        site_misfit_z(engine, patches, ds, cases[best].context, failed, field, frame),
     )
     ds["misfit_z"].attrs["description"] = (
         "z-score of Pearson's X² of the patch under its MAP class at its posterior-mean θ "
@@ -329,83 +325,6 @@ def classify_image(
         "class and θ from the amortized network (decisive site, context known); no k̂"
     )
     return ds, summarise(ds, seed=seed)
-
-
-NEIGHBOUR_NATS = 0.01
-"""A site is evaluated again with its neighbours only where their change could move its
-patch's log-likelihood by at least this much [nats] (:func:`_worth_again`)."""
-
-
-def _worth_again(rows, field, patches, frame, dose, chunk):
-    """(the rows worth a second evaluation, a callable giving their offsets).
-
-    A site's neighbours add Δ (per variant) to its templates; at any θ that moves the
-    patch's log-likelihood by at most about ½ N Σ Δ² / (μ + 1/N) over the patch's pixels
-    (N the electrons per pixel at the image's dose, μ ≈ the patch itself, 1/N the read
-    noise's share), the largest over variants. Sites where that is below
-    :data:`NEIGHBOUR_NATS` keep their first evaluation. (The offsets of the rest are made
-    again when they are evaluated: holding them would cost memory in proportion to the
-    image.)"""
-    electrons = float(dose) * frame.pixel_area
-    if not (np.isfinite(electrons) and electrons > 0):
-        return rows, field.offsets
-    first = (frame.window - frame.patch) // 2
-    inner = slice(first, first + frame.patch)
-    kept = []
-    for lo in range(0, len(rows), chunk):
-        part = rows[lo : lo + chunk]
-        offset = field.offsets(part)
-        level = np.maximum(patches[part], 0.0)[:, None] + 1.0 / electrons
-        delta = offset[:, :, inner, inner]
-        bound = 0.5 * electrons * (delta.astype(np.float64) ** 2 / level).sum((-1, -2)).max(1)
-        kept.append(part[bound >= NEIGHBOUR_NATS])
-    return (np.concatenate(kept) if kept else rows[:0]), field.offsets
-
-
-def _misfit(engine, patches, ds, context, failed, field, frame) -> np.ndarray:
-    """:func:`inference.image.misfit.misfit_z` of every site (NaN where its integral failed),
-    with its defective neighbours in its templates where the neighbour pass put them."""
-    z = np.full(len(patches), np.nan)
-    if not hasattr(engine, "model"):
-        return z
-    p = ds["probability"].sel(prior="context_aware").values
-    labels = np.array(CLASSES)[p.argmax(1)]
-    theta = ds["theta_mean"].values
-    rows = np.nonzero(~failed & np.isfinite(theta).all(axis=1))[0]
-    for lo in range(0, len(rows), 1024):
-        part = rows[lo : lo + 1024]
-        offset = None
-        if field is not None and field.affected[part].any():
-            offset = np.zeros((len(part), 4, frame.window, frame.window), dtype=np.float32)
-            near = field.affected[part]
-            offset[near] = field.offsets(part[near])
-        z[part] = misfit_z(
-            engine.model,
-            patches[part],
-            [context] * len(part),
-            labels[part],
-            theta[part],
-            offset=offset,
-            frame=frame,
-        )
-    return z
-
-
-def on_boundary(theta: np.ndarray, prior) -> np.ndarray:
-    """(site,) bool: θ (site, 6) within 3 % of a bound of `prior`'s range (background, blur,
-    log dose) or with log gain beyond 3 prior sd."""
-    theta = np.asarray(theta, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        a, b, s, d = theta[:, 0], theta[:, 1], theta[:, 2], np.log(theta[:, 5])
-        lo, hi = np.log(prior.dose_min), np.log(prior.dose_max)
-        near = (
-            (np.abs(np.log(a)) > 3 * prior.amplitude_log_sd)
-            | (b > 0.97 * prior.background_max)
-            | ((s - prior.blur_min) > 0.97 * (prior.blur_max - prior.blur_min))
-            | ((d - lo) < 0.03 * (hi - lo))
-            | ((hi - d) < 0.03 * (hi - lo))
-        )
-    return near & np.isfinite(theta).all(axis=1)
 
 
 def _calibrate(image, sites, engine, context, known, seed, say):
@@ -463,116 +382,3 @@ def _calibrate(image, sites, engine, context, known, seed, say):
     return calibration, context.replace(
         kv=used.kv, detector_inner=used.detector_inner, detector_outer=used.detector_outer
     )
-
-
-def _posteriors(evidence, cases, flagged, overrides, temperature, n):
-    """Class posteriors (prior, site, class) and the image's case posterior per class prior.
-
-    The context is one for the whole image: p(m | all unflagged sites), then each
-    site's p(c | x_i) mixes its p(c | x_i, m) over it.
-    """
-    probability = np.zeros((len(PRIORS), n, len(CLASSES)))
-    case_post = {}
-    for k, name in enumerate(PRIORS):
-        log_m = np.zeros(len(cases))
-        per_type = {}
-        for site_type, (rows, ev) in evidence.items():
-            lp = ev.cset.log_prior(
-                _PRIOR_KIND[name], overrides if name == "context_aware" else None
-            )
-            lj = ev.log_joint_case_class(lp, temperature)  # (site, case, class)
-            lost = ~ev.usable()
-            if lost.any():  # no evidence at all (its numerics failed): its prior, which
-                prior = np.broadcast_to(lp if lp.ndim == 3 else lp[None], lj.shape)
-                lj = np.where(lost[:, None, None], prior, lj)  # tells no case from another
-            per_case = logsumexp(lj, axis=2)  # log p(x_i | m)
-            log_m += np.where(flagged[rows][:, None], 0.0, per_case).sum(0)
-            per_type[site_type] = (rows, ev, lj, per_case)
-        post_m = np.exp(log_m - logsumexp(log_m, axis=0))
-        case_post[name] = post_m
-        for rows, ev, lj, per_case in per_type.values():
-            with np.errstate(invalid="ignore"):  # −∞ − (−∞) where a case allows nothing
-                cond = np.exp(lj - per_case[..., None])  # p(c | x_i, m)
-            mixed = np.nan_to_num(np.einsum("m,smc->sc", post_m, np.nan_to_num(cond)))
-            cols = [CLASSES.index(c) for c in ev.cset.labels]
-            total = mixed.sum(1, keepdims=True)
-            uniform = np.full_like(mixed, 1.0 / mixed.shape[1])
-            probability[k][np.ix_(rows, cols)] = np.where(
-                total > 0, mixed / np.where(total > 0, total, 1.0), uniform
-            )
-    return probability, case_post
-
-
-_EVIDENCE_FIELDS = ("log_evidence", "log_evidence_se", "pareto_k", "ess", "theta_mean", "theta_sd")
-"""The per-site arrays of a SiteEvidence (site axis first)."""
-
-
-def _concatenate(parts: list[SiteEvidence]) -> SiteEvidence:
-    if len(parts) == 1:
-        return parts[0]
-    fields = {name: np.concatenate([getattr(p, name) for p in parts]) for name in _EVIDENCE_FIELDS}
-
-    def flag(name):
-        return np.concatenate(
-            [
-                np.zeros(len(p.log_evidence), dtype=bool)
-                if getattr(p, name) is None
-                else getattr(p, name)
-                for p in parts
-            ]
-        )
-
-    return SiteEvidence(
-        cset=parts[0].cset, pit=None, amortized=flag("amortized"), failed=flag("failed"), **fields
-    )
-
-
-def summarise(ds: xr.Dataset, *, seed: int = 0, draws: int = 2000) -> dict:
-    """Counts per MAP class and 95 % credible intervals of defect fractions (context-aware),
-    over the sites no flag leaves out (the finder's, failed, boundary, misfit, saturated); the
-    flagged counts and the misfit share beside them."""
-    rng = np.random.default_rng(seed)
-    context = Context.from_attrs(ds.attrs)
-    p = ds["probability"].sel(prior="context_aware").values
-    flagged = ds["edge"].values | ds["contaminated"].values | ds["off_lattice"].values
-    model_flags = {
-        name: ds[name].values if name in ds else np.zeros(len(p), dtype=bool)
-        for name in ("failed", "boundary", "misfit", "saturated")
-    }
-    use = ~flagged
-    for values in model_flags.values():
-        use &= ~values
-    map_class = np.array(CLASSES)[p.argmax(1)]
-    out: dict = {
-        "sites": len(p),
-        "sites_used": int(use.sum()),
-        "flagged_by_finder": int(flagged.sum()),
-        "flagged_by_khat": int(ds["khat_flag"].values.sum()),
-        **{f"flagged_{name}": int(v.sum()) for name, v in model_flags.items()},
-        "misfit_share": float(model_flags["misfit"].mean()) if len(p) else 0.0,
-        "amortized": int(ds["amortized"].values.sum()) if "amortized" in ds else 0,
-        "counts": {c: int(((map_class == c) & use).sum()) for c in CLASSES},
-        "fractions": {},
-    }
-    for site_type, targets in (("metal", ("D", "VM")), ("chalcogen", ("VX", "VX2", "XS"))):
-        rows = use & (ds["site_type"].values == site_type)
-        if not rows.any():
-            continue
-        q = p[rows][:, [CLASSES.index(c) for c in classes_of(site_type)]]
-        cum = q.cumsum(1)
-        u = rng.random((draws, len(q), 1))
-        drawn = (u > cum[None]).sum(2)  # class index per draw and site
-        labels = classes_of(site_type)
-        for target in targets:
-            if not applies(target, context):
-                continue  # the context rules the class out (e.g. XS with no substituent)
-            count = (drawn == labels.index(target)).sum(1)
-            fraction = rng.beta(1 + count, 1 + len(q) - count)
-            lo, mid, hi = np.quantile(fraction, [0.025, 0.5, 0.975])
-            out["fractions"][target] = {
-                "median": float(mid),
-                "ci95": [float(lo), float(hi)],
-                "expected_count": float(q[:, labels.index(target)].sum()),
-                "of_sites": len(q),
-            }
-    return out

@@ -1,4 +1,5 @@
-"""Model criticism per site: does the patch look like what its own posterior predicts?
+"""Model criticism per site: does the patch look like what its own posterior predicts, and
+does its θ sit inside what the model was built for?
 
 For a site's MAP class (in the image's MAP case) at its posterior-mean θ, the
 likelihood predicts every pixel: a mean λ = N_e·(μ + b) and a variance λ + r² + ν
@@ -16,6 +17,9 @@ posterior is not to be trusted however sharp it is. The threshold is set for a
 false-alarm rate well under 1 % on the generator's own patches; the realism
 benchmark (``benchmarks/bench_realism.py``) measures it, and its power on
 patches the model did not make.
+
+A site whose θ posterior mean sits at the edge of the prior's range is flagged
+*boundary* (:func:`on_boundary`): the image is outside the model's range there.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import numpy as np
 import torch
 
 from likelihood.render import patch_mean
+from prob.classes import CLASSES
 from simulate.frame import TEMPLATE, Frame
 
 MISFIT_Z = 4.5
@@ -88,3 +93,49 @@ def misfit_z(
     with np.errstate(invalid="ignore"):
         z = (np.cbrt(ratio) - (1 - 2 / (9 * k))) / math.sqrt(2 / (9 * k))
     return np.where(np.isfinite(z), z, np.inf)
+
+
+def site_misfit_z(engine, patches, ds, context, failed, field, frame) -> np.ndarray:
+    """:func:`misfit_z` of every site (NaN where its integral failed),
+    with its defective neighbours in its templates where the neighbour pass put them."""
+    z = np.full(len(patches), np.nan)
+    if not hasattr(engine, "model"):
+        return z
+    p = ds["probability"].sel(prior="context_aware").values
+    labels = np.array(CLASSES)[p.argmax(1)]
+    theta = ds["theta_mean"].values
+    rows = np.nonzero(~failed & np.isfinite(theta).all(axis=1))[0]
+    for lo in range(0, len(rows), 1024):
+        part = rows[lo : lo + 1024]
+        offset = None
+        if field is not None and field.affected[part].any():
+            offset = np.zeros((len(part), 4, frame.window, frame.window), dtype=np.float32)
+            near = field.affected[part]
+            offset[near] = field.offsets(part[near])
+        z[part] = misfit_z(
+            engine.model,
+            patches[part],
+            [context] * len(part),
+            labels[part],
+            theta[part],
+            offset=offset,
+            frame=frame,
+        )
+    return z
+
+
+def on_boundary(theta: np.ndarray, prior) -> np.ndarray:
+    """(site,) bool: θ (site, 6) within 3 % of a bound of `prior`'s range (background, blur,
+    log dose) or with log gain beyond 3 prior sd."""
+    theta = np.asarray(theta, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a, b, s, d = theta[:, 0], theta[:, 1], theta[:, 2], np.log(theta[:, 5])
+        lo, hi = np.log(prior.dose_min), np.log(prior.dose_max)
+        near = (
+            (np.abs(np.log(a)) > 3 * prior.amplitude_log_sd)
+            | (b > 0.97 * prior.background_max)
+            | ((s - prior.blur_min) > 0.97 * (prior.blur_max - prior.blur_min))
+            | ((d - lo) < 0.03 * (hi - lo))
+            | ((hi - d) < 0.03 * (hi - lo))
+        )
+    return near & np.isfinite(theta).all(axis=1)

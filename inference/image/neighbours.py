@@ -145,3 +145,34 @@ class NeighbourField:
                         self._matrices[key] = matrix
                     out[r, v] += self._matrices[key] @ self.change[j, v].astype(np.float32)
         return out.reshape(len(rows), -1, w, w)
+
+
+NEIGHBOUR_NATS = 0.01
+"""A site is evaluated again with its neighbours only where their change could move its
+patch's log-likelihood by at least this much [nats] (:func:`worth_again`)."""
+
+
+def worth_again(rows, field, patches, frame, dose, chunk):
+    """(the rows worth a second evaluation, a callable giving their offsets).
+
+    A site's neighbours add Δ (per variant) to its templates; at any θ that moves the
+    patch's log-likelihood by at most about ½ N Σ Δ² / (μ + 1/N) over the patch's pixels
+    (N the electrons per pixel at the image's dose, μ ≈ the patch itself, 1/N the read
+    noise's share), the largest over variants. Sites where that is below
+    :data:`NEIGHBOUR_NATS` keep their first evaluation. (The offsets of the rest are made
+    again when they are evaluated: holding them would cost memory in proportion to the
+    image.)"""
+    electrons = float(dose) * frame.pixel_area
+    if not (np.isfinite(electrons) and electrons > 0):
+        return rows, field.offsets
+    first = (frame.window - frame.patch) // 2
+    inner = slice(first, first + frame.patch)
+    kept = []
+    for lo in range(0, len(rows), chunk):
+        part = rows[lo : lo + chunk]
+        offset = field.offsets(part)
+        level = np.maximum(patches[part], 0.0)[:, None] + 1.0 / electrons
+        delta = offset[:, :, inner, inner]
+        bound = 0.5 * electrons * (delta.astype(np.float64) ** 2 / level).sum((-1, -2)).max(1)
+        kept.append(part[bound >= NEIGHBOUR_NATS])
+    return (np.concatenate(kept) if kept else rows[:0]), field.offsets

@@ -15,6 +15,9 @@ import numpy as np
 from inference.posterior.candidates import CandidateSet, class_axis
 from prob.classes import CLASSES
 
+PER_SITE = ("log_evidence", "log_evidence_se", "pareto_k", "ess", "theta_mean", "theta_sd")
+"""The per-site arrays of a SiteEvidence (site axis first) every evaluation fills."""
+
 
 @dataclass
 class SiteEvidence:
@@ -30,6 +33,40 @@ class SiteEvidence:
     pit: np.ndarray | None = None  # (site, candidate, 6) when the true θ was given
     amortized: np.ndarray | None = None  # (site,) bool: taken from the amortized network
     failed: np.ndarray | None = None  # (site,) bool: its numerics failed, no evidence at all
+
+    @classmethod
+    def concatenate(cls, parts: list[SiteEvidence]) -> SiteEvidence:
+        """The evidence of consecutive chunks of sites of one candidate set, as one (no PIT)."""
+        if len(parts) == 1:
+            return parts[0]
+        arrays = {name: np.concatenate([getattr(p, name) for p in parts]) for name in PER_SITE}
+
+        def flag(name):
+            return np.concatenate(
+                [
+                    np.zeros(len(p.log_evidence), dtype=bool)
+                    if getattr(p, name) is None
+                    else getattr(p, name)
+                    for p in parts
+                ]
+            )
+
+        return cls(
+            cset=parts[0].cset,
+            pit=None,
+            amortized=flag("amortized"),
+            failed=flag("failed"),
+            **arrays,
+        )
+
+    def update_sites(self, at: np.ndarray, new: SiteEvidence) -> None:
+        """Overwrite the sites at positions `at` with `new`'s evaluation of them (in place)."""
+        for name in PER_SITE:
+            getattr(self, name)[at] = getattr(new, name)
+        if self.amortized is not None:
+            self.amortized[at] = False if new.amortized is None else new.amortized
+        if self.failed is not None and new.failed is not None:
+            self.failed[at] = new.failed
 
     def usable(self) -> np.ndarray:
         """(site,) bool: the sites with a finite evidence for some candidate."""

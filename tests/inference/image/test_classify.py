@@ -93,7 +93,7 @@ def test_neighbour_field_places_the_neighbours_where_the_templates_have_them(cla
 def test_summary_fractions_count_the_drawn_classes_and_skip_impossible_ones():
     import xarray as xr
 
-    from inference.image.classify import summarise
+    from inference.image.summary import summarise
     from prob.context import Context
     from prob.datasets import site_posterior
 
