@@ -10,16 +10,19 @@ finer than the bank's, with no code of :mod:`simulate` (:mod:`benchmarks.realism
 Every condition is a pair of recordings of one field with the *same* electrons: in
 fractions of the beam (the reference) and in detector units — an unknown gain of
 20–400 units per electron with a 30 % pulse-height spread, 2 units of read noise, a
-black level of 10³–3·10⁶, uint16 where it fits and uint32 otherwise, clipped
-(saturation). Conditions: doses 10⁴, 10⁵, 10⁶ e/Å² at 0.2 Å/px; then at 10⁵: turned
-by 37°, mirrored, transposed; pixel sizes 0.1 and 0.127 Å; source blur 0 and 0.6 Å;
-background 0.02; scan-line jitter (rms 0.05 Å per line). The cell is wrapped by
-5 Å on every side (periodic), so every column of the cell is an interior site.
+black level of 10³–3·10⁶, uint16 where it fits and uint32 otherwise. Conditions:
+doses 10⁴, 10⁵, 10⁶ e/Å² at 0.2 Å/px; then at 10⁵: turned by 37°, mirrored,
+transposed; pixel sizes 0.1 and 0.127 Å; source blur 0 and 0.6 Å; background 0.02;
+scan-line jitter (rms 0.05 Å per line); saturated: a uint16 ADC (black level
+10³–10⁴) whose gain puts the brightest 0.5 % of pixels past 65 535. The cell is
+wrapped by 5 Å on every side (periodic), so every column of the cell is an interior
+site.
 
 Printed per condition (pooled over the fields): accuracy (MAP, context-aware, every
-matched site of the cell) and ECE in beam fractions and in detector units, their
-difference, the failures (exceptions), the misfit share, and the calibration's
-effective dose, gain and black level against the truth (worst field). Then:
+matched site of the cell but those flagged ``saturated``, whose share is printed)
+and ECE in beam fractions and in detector units, their difference, the failures
+(exceptions), the misfit share, and the calibration's effective dose, gain and black
+level against the truth (worst field). Then:
 
 - ``misfit_false_alarm`` — the misfit flag on patches of the generator itself (the
   bank's renderer, every grid case, doses 10³–10⁷), where it should not fire;
@@ -72,6 +75,7 @@ class Condition:
     blur: float = 0.35
     background: float = 0.001
     jitter: float = 0.0
+    saturate: float = 0.0  # share of pixels at the ADC's maximum (uint16)
 
 
 CONDITIONS = (
@@ -87,6 +91,7 @@ CONDITIONS = (
     Condition("blur 0.6 Å", blur=0.6),
     Condition("background 0.02", background=0.02),
     Condition("scan jitter", jitter=0.05),
+    Condition("saturated", saturate=0.005),
 )
 
 
@@ -128,8 +133,14 @@ def record(field: dict, detector: str, condition: Condition, seed: int):
     gain = float(np.exp(rng.uniform(np.log(20), np.log(400))))
     black = float(np.exp(rng.uniform(np.log(1e3), np.log(3e6))))
     pulses = electrons + 0.3 * np.sqrt(electrons) * rng.standard_normal(electrons.shape)
+    dtype = None
+    if condition.saturate:  # a uint16 ADC whose gain puts the brightest pixels past its top
+        dtype = np.uint16
+        black = float(np.exp(rng.uniform(np.log(1e3), np.log(1e4))))
+        gain = (65535.0 - black) / float(np.quantile(pulses, 1 - condition.saturate))
     value = np.round(black + gain * pulses + 2.0 * rng.standard_normal(electrons.shape))
-    dtype = np.uint16 if value.max() < 65535 and black < 30000 else np.uint32
+    if dtype is None:
+        dtype = np.uint16 if value.max() < 65535 and black < 30000 else np.uint32
     units = np.clip(value, 0, np.iinfo(dtype).max).astype(dtype)
     # the cell's columns in pixels (and all their periodic copies inside the image)
     xs, ys, labels, kinds = [], [], [], []
@@ -165,7 +176,8 @@ def record(field: dict, detector: str, condition: Condition, seed: int):
 
 
 def score(ds, truth: dict, pixel_size: float):
-    """(probabilities (n, 7), true class indices (n,), misfit (n,)) of the cell's columns."""
+    """(probabilities (n, 7), true class indices (n,), misfit (n,), saturated (n,), columns
+    without a site) of the cell's columns."""
     from scipy.spatial import cKDTree
 
     from prob.classes import CLASSES
@@ -176,7 +188,8 @@ def score(ds, truth: dict, pixel_size: float):
     hit = distance * pixel_size < MATCH
     p = ds["probability"].sel(prior="context_aware").values[index[hit]]
     labels = np.array([CLASSES.index(c) for c in truth["label"][inside][hit]])
-    return p, labels, ds["misfit"].values[index[hit]], int((~hit).sum())
+    flags = ds["misfit"].values[index[hit]], ds["saturated"].values[index[hit]]
+    return p, labels, *flags, int((~hit).sum())
 
 
 def classify(array, pixel_size, context, engine, tau, known=None, seed=0):
@@ -252,8 +265,9 @@ def field_condition(spec, field, condition, engine, tau, runs: Path) -> dict:
             message = str(err).splitlines()[0] if str(err) else ""
             out[f"failed_{name}"] = np.array(f"{type(err).__name__}: {message}")
             continue
-        p, labels, flags, _ = score(ds, truth, condition.pixel_size)
+        p, labels, flags, saturated, _ = score(ds, truth, condition.pixel_size)
         out[f"p_{name}"], out[f"y_{name}"], out[f"misfit_{name}"] = p, labels, flags
+        out[f"saturated_{name}"] = saturated
         if name == "units":
             cal = ds.attrs["calibration"]
             out["calibration"] = np.array(
@@ -286,6 +300,7 @@ def part_conditions(fields, engine, tau, args) -> None:
     for condition in chosen:
         pooled = {"beam": [[], []], "units": [[], []]}
         misfit = {"beam": [], "units": []}
+        saturated = {"beam": [], "units": []}
         failures = {"beam": 0, "units": 0}
         calib = []
         for spec, field in fields:
@@ -298,9 +313,12 @@ def part_conditions(fields, engine, tau, args) -> None:
                         file=sys.stderr,
                     )
                     continue
-                pooled[name][0].append(result[f"p_{name}"])
-                pooled[name][1].append(result[f"y_{name}"])
-                misfit[name].append(result[f"misfit_{name}"])
+                # sites flagged saturated hold a floor, not a reading: left out, counted
+                sat = result.get(f"saturated_{name}", np.zeros(len(result[f"y_{name}"]), bool))
+                pooled[name][0].append(result[f"p_{name}"][~sat])
+                pooled[name][1].append(result[f"y_{name}"][~sat])
+                misfit[name].append(result[f"misfit_{name}"][~sat])
+                saturated[name].append(sat)
             if "calibration" in result:
                 calib.append(tuple(result["calibration"]))
         line = {"condition": condition.name}
@@ -312,6 +330,7 @@ def part_conditions(fields, engine, tau, args) -> None:
                 line[f"ece_{name}"] = metrics.ece(p, y)
                 line[f"misfit_{name}"] = float(np.concatenate(misfit[name]).mean())
                 line[f"n_{name}"] = len(y)
+                line[f"saturated_{name}"] = float(np.concatenate(saturated[name]).mean())
             line[f"failures_{name}"] = failures[name]
         if calib:
             c = np.array(calib)
