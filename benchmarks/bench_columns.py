@@ -22,7 +22,10 @@ lattice positions. Each step is checked here against an independent abTEM run
 - ``window`` — the superposition itself: static atoms (no phonons, so no noise),
   the column sum against full-cell multislice over the whole 45 × 45 window of
   an M and an X2 site, relative to the window maximum (``window_error_max``,
-  ``window_error_rms``, and where the worst pixel is); and the old engine's
+  ``window_error_rms``, and where the worst pixel is), without and with the
+  lattice's gain (:mod:`simulate.coherence`, static like both sides); the
+  lattice's excess over its columns' sum at the M and X2 columns, static and
+  (where the bank's run cache has it) with the bank's frozen phonons; and the old engine's
   grid (λ / (3 · 205 mrad), 0.079 Å at 60 kV): how much a static W column's
   centre intensity changes with its sub-pixel position there and at the bank's
   grid (``subpixel_spread_*``).
@@ -356,15 +359,19 @@ def part_templates(out: Path, cache_dir: Path) -> tuple[float, float]:
 # ---------------------------------------------------------------------------- window
 
 
-def part_window(out: Path) -> None:
+def part_window(out: Path, cache_dir: Path) -> None:
     from ase import Atoms
 
     from prob.context import Context
+    from prob.materials import get_host
+    from simulate.bank import BankConfig, LatticeRun, RunCache
+    from simulate.coherence import Settings, lattice_gain, pristine_signals
     from simulate.columns import BOX, column_xy, detector_profile, simulate_profile
     from simulate.engine import EngineConfig
     from simulate.templates import SAMPLING, VARIANTS, WINDOW, assemble, radial_spline, site_columns
 
     static = EngineConfig(sigma_metal=0.0, sigma_chalcogen=0.0)
+    bank_runs = RunCache(cache_dir, BankConfig())
     c = WINDOW // 2
     print("\n## window: static column sum against static full-cell multislice")
     for host, kv in (("MoS2", 80.0), ("WSe2", 60.0)):
@@ -382,6 +389,21 @@ def part_window(out: Path) -> None:
                 return {"bins": a[0].tolist()}
 
             full = np.array(cached(out / f"window_cell_{tag}.json", cell)["bins"])
+
+            def static_lattice(host=host, kv=kv):
+                signals = pristine_signals(
+                    get_host(host),
+                    kv=kv,
+                    convergence=CONVERGENCE,
+                    defocus=0.0,
+                    config=static,
+                    settings=Settings(configs=0),
+                )
+                return {"signals": signals.tolist()}
+
+            lattice = np.array(
+                cached(out / f"lattice_static_{host}_{kv:g}kV.json", static_lattice)["signals"]
+            )
             placed = site_columns(label, context, VARIANTS[0])
             profiles = {}
             for p in placed:
@@ -416,6 +438,33 @@ def part_window(out: Path) -> None:
                     f"at ({(ix - c) * SAMPLING:+.1f}, {(iy - c) * SAMPLING:+.1f}) Å, "
                     f"window_error_rms {np.sqrt(np.mean(rel**2)):.4f}, centre {centre:+.4f}"
                 )
+                # the same sum with the lattice's gain (static here, like both sides)
+                edges = static.angle_edges
+                bins = slice(
+                    *(int(np.flatnonzero(np.isclose(edges, a))[0]) for a in (inner, outer))
+                )
+                gain = lattice_gain(lattice, bins)
+                rel = (gain * summed - image) / image.max()
+                iy, ix = np.unravel_index(np.argmax(np.abs(rel)), rel.shape)
+                print(
+                    f"{host} {kv:g} kV {label} {det} with the static lattice gain {gain:.4f}: "
+                    f"window_error_max {np.abs(rel).max():.4f} at "
+                    f"({(ix - c) * SAMPLING:+.1f}, {(iy - c) * SAMPLING:+.1f}) Å, "
+                    f"window_error_rms {np.sqrt(np.mean(rel**2)):.4f}"
+                )
+        for det, (inner, outer) in DETECTORS.items():
+            edges = static.angle_edges
+            lo, hi = (int(np.flatnonzero(np.isclose(edges, a))[0]) for a in (inner, outer))
+            line = []
+            sources = [("static", lattice)]
+            run = LatticeRun(host, kv, CONVERGENCE, 0.0, Settings())
+            if run in bank_runs:
+                sources.append(("bank's phonons", bank_runs.load(run)))
+            for name, signals in sources:
+                whole, parts = signals[..., lo:hi].sum(-1).mean(0).T  # (2: M, X2) each
+                excess = whole / parts - 1
+                line.append(f"{name}: M {excess[0]:+.4f}, X2 {excess[1]:+.4f}")
+            print(f"{host} {kv:g} kV {det} lattice / its columns' sum − 1: " + "; ".join(line))
     print("\n## sub-pixel position of a static W column (60 kV): spread of its centre intensity")
     grids = (("old", 0.0487 / (3 * 0.205)), ("bank", EngineConfig().grid_spacing(60)))
     for name, sampling in grids:
@@ -460,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.part in ("templates", "all"):
         part_templates(args.out, args.cache)
     if args.part in ("window", "all"):
-        part_window(args.out)
+        part_window(args.out, args.cache)
     return 0
 
 

@@ -5,8 +5,10 @@ Two engines:
 - ``columns`` (default): one abTEM run per *column profile* — a column kind
   (e.g. Re alone, an S pair 3.17 Å apart) at a beam energy and defocus — and
   every template is the sum of the profiles of its columns
-  (:mod:`simulate.columns`, :mod:`simulate.templates`). A profile serves every
-  case that holds that column, so all 660 cases need 258 profiles.
+  (:mod:`simulate.columns`, :mod:`simulate.templates`), scaled by its host
+  lattice's gain over the sum of its columns (one run per host, kV, convergence
+  and defocus: :mod:`simulate.coherence`). A profile serves every case that
+  holds that column.
 - ``cell``: one full-cell abTEM run (multislice or PRISM) per distinct
   template window (:mod:`simulate.cell`) — the reference; exact cross-talk, and
   ~100× the cost.
@@ -38,6 +40,7 @@ from prob.datasets import template_bank
 from prob.grid import Case
 from prob.io import atomic_write
 from prob.materials import get_host
+from simulate import coherence
 from simulate.cell import simulate_window
 from simulate.columns import RADII, ColumnKind, detector_profile, simulate_profile
 from simulate.engine import EngineConfig
@@ -62,6 +65,8 @@ class BankConfig:
         PRISM with interpolation 2 then has a 1.6 nm probe window).
     variants : tuple of int
         Which of :data:`simulate.templates.VARIANTS` the bank holds.
+    lattice : coherence.Settings
+        How the column engine's lattice gain is measured (its runs name these settings).
     """
 
     engine: Engine = "columns"
@@ -69,6 +74,7 @@ class BankConfig:
     seed: int = 0
     cell_repeats: tuple[int, int] = (10, 6)
     variants: tuple[int, ...] = tuple(range(len(VARIANTS)))
+    lattice: coherence.Settings = field(default_factory=coherence.Settings)
 
     def __post_init__(self) -> None:
         if self.engine not in ("columns", "cell"):
@@ -79,9 +85,10 @@ class BankConfig:
             )
 
     def fingerprint(self) -> str:
-        """What a run's result depends on (not which variants a bank keeps)."""
+        """What a run's result depends on (not which variants a bank keeps; a lattice run
+        names its own settings)."""
         fields = asdict(self)
-        del fields["variants"]
+        del fields["variants"], fields["lattice"]
         return json.dumps(fields, sort_keys=True)
 
 
@@ -144,7 +151,37 @@ class CellRun:
         )
 
 
-Run = ProfileRun | CellRun
+@dataclass(frozen=True)
+class LatticeRun:
+    """The lattice's gain over its columns' sum (:mod:`simulate.coherence`): a host at one
+    beam energy, convergence and defocus."""
+
+    host: str
+    kv: float
+    convergence: float
+    defocus: float
+    settings: coherence.Settings
+
+    @property
+    def slug(self) -> str:
+        return (
+            f"lattice_{self.host}_{self.kv:g}kV_{self.convergence:g}mrad_df{self.defocus:g}"
+            f"_{self.settings.slug}"
+        )
+
+    def run(self, config: BankConfig, metals: set[str]) -> np.ndarray:
+        return coherence.pristine_signals(
+            get_host(self.host),
+            kv=self.kv,
+            convergence=self.convergence,
+            defocus=self.defocus,
+            config=config.abtem,
+            settings=self.settings,
+            seed=config.seed,
+        )
+
+
+Run = ProfileRun | CellRun | LatticeRun
 
 
 def run_key(fingerprint: str) -> str:
@@ -260,10 +297,13 @@ def runs_for_entry(key: tuple, config: BankConfig) -> list[Run]:
     if config.engine == "cell":
         return [CellRun(host, label, species, v, kv, conv) for v in config.variants]
     context = _entry_context(host, label, species)
-    runs = {
+    runs: set[Run] = {
         ProfileRun(p.kind, kv, conv, VARIANTS[v].defocus)
         for v in config.variants
         for p in site_columns(label, context, VARIANTS[v])
+    }
+    runs |= {
+        LatticeRun(host, kv, conv, VARIANTS[v].defocus, config.lattice) for v in config.variants
     }
     return sorted(runs, key=lambda r: r.slug)
 
@@ -369,9 +409,15 @@ def run_missing(
 
 
 def handout_order(runs: Sequence[Run]) -> list[Run]:
-    """`runs` with the chalcogen columns' profiles (``@`` their separation; the slow kind)
-    first, in the order given otherwise."""
-    return sorted(runs, key=lambda r: not (isinstance(r, ProfileRun) and "@" in r.kind.name))
+    """`runs` slowest kind first — the chalcogen columns' profiles (``@`` their separation),
+    then the lattice gains, then the rest — in the order given otherwise."""
+
+    def rank(run: Run) -> int:
+        if isinstance(run, ProfileRun) and "@" in run.kind.name:
+            return 0
+        return 1 if isinstance(run, LatticeRun) else 2
+
+    return sorted(runs, key=rank)
 
 
 def assemble_entry(key: tuple, runs: Sequence[Run], cache: RunCache) -> np.ndarray:
@@ -389,6 +435,8 @@ def assemble_entry(key: tuple, runs: Sequence[Run], cache: RunCache) -> np.ndarr
     context = _entry_context(host, label, species)
     out = []
     for variant in (VARIANTS[v] for v in config.variants):
+        lattice = LatticeRun(host, kv, conv, variant.defocus, config.lattice)
+        gain = coherence.lattice_gain(cache.load(lattice), _bins(edges, inner, outer))
         splines = {}
         placed = site_columns(label, context, variant)
         for p in placed:
@@ -396,7 +444,7 @@ def assemble_entry(key: tuple, runs: Sequence[Run], cache: RunCache) -> np.ndarr
                 run = ProfileRun(p.kind, kv, conv, variant.defocus)
                 profile = detector_profile(cache.load(run), edges, inner, outer)
                 splines[p.kind] = radial_spline(profile)
-        out.append(assemble(placed, splines))
+        out.append(gain * assemble(placed, splines))
     return np.stack(out)
 
 
@@ -461,7 +509,11 @@ def build_bank(
             if applies(label, case.context):
                 index[i, j] = position[entry_key(case, label)]
     engine_text = {
-        "columns": "abTEM column profiles summed at the column positions (simulate.columns)",
+        "columns": (
+            "abTEM column profiles summed at the column positions (simulate.columns), "
+            "scaled by the host lattice's gain over its columns' sum "
+            f"(simulate.coherence: {config.lattice})"
+        ),
         "cell": f"abTEM full-cell {config.abtem.method} (simulate.cell)",
     }[config.engine]
     return template_bank(
@@ -488,6 +540,7 @@ def build_bank(
             "host_lattice": {c.context.host: _lattice_text(c.context.host) for c in cases},
             **config.abtem.to_attrs(),
             "run_config": config.fingerprint(),
+            "lattice_settings": json.dumps(asdict(config.lattice)),
             **dict(attrs or {}),
         },
     )

@@ -1,12 +1,13 @@
 """Column profiles: the abTEM ADF image of one isolated atomic column, phonon-averaged.
 
-A monolayer ADF image is, to within about 1 % of its maximum, the incoherent
-sum of the images of its columns (ADF imaging of a thin object is incoherent;
-measured for MoS2 at 80 kV, frozen phonons off: summing the metal-only and the
-chalcogen-only images reproduces the full image to 0.4 % of the maximum at
-HAADF and 1.1 % at MAADF). So the bank is assembled from *column profiles*
-(:mod:`simulate.templates`), and ``benchmarks/bench_columns.py``
-measures the assembled templates against full-cell abTEM runs.
+A monolayer ADF image is nearly the incoherent sum of the images of its columns
+(ADF imaging of a thin object is close to incoherent): the sum of its columns'
+profiles is within 0.9 % of a static full-cell window's maximum at HAADF, and 2.6 %
+low at MAADF, in proportion to the intensity (MoS2, 80 kV), where waves scattered by
+neighbouring columns still interfere. So the bank is assembled from *column
+profiles* (:mod:`simulate.templates`) times the lattice's gain over their sum
+(:mod:`simulate.coherence`), and ``benchmarks/bench_columns.py`` measures the
+assembled templates against full-cell abTEM runs.
 
 A profile is the frozen-phonon-averaged flexible-detector signal of one column
 in vacuum as the probe moves away from it: ``profile(radius, angle_bin)``.

@@ -251,14 +251,16 @@ def scan_polar(
     metals: set[str] | None = None,
     seed: int | None = None,
     scheduler: str = "threads",
+    slices: tuple[float, ...] | None = None,
 ) -> np.ndarray:
     """Flexible-detector signal at each scan position [fraction of the beam per bin].
 
     Frozen-phonon-averaged (``config.frozen_phonons`` random configurations of
     rms from `metals`, drawn from `seed`) where `metals` is given, of the static
     `atoms` where it is None. `scan` is an abTEM scan or an (n, 2) array of
-    probe positions [Å]. Returns shape (*scan.shape, n_bins), bins of
-    ``config.angle_step`` mrad.
+    probe positions [Å]. `slices` [Å] replaces the slices of `atoms`' own planes
+    (:func:`plane_slices`), e.g. to slice a part of a structure as the whole.
+    Returns shape (*scan.shape, n_bins), bins of ``config.angle_step`` mrad.
     """
     import abtem
 
@@ -281,7 +283,7 @@ def scan_polar(
     potential = abtem.Potential(
         source,
         gpts=gpts,
-        slice_thickness=plane_slices(atoms, config.slice_lead),
+        slice_thickness=slices or plane_slices(atoms, config.slice_lead),
         projection="infinite",
         parametrization=config.parametrization,
     )

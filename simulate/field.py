@@ -71,12 +71,49 @@ def shipped_run_fingerprint(bank=None) -> str:
     return bank_run_fingerprint(bank.attrs)
 
 
-def _profiles(context: Context, kinds, runs: Path, fingerprint: str) -> dict:
+def shipped_lattice(bank=None):
+    """The lattice-gain settings (:class:`simulate.coherence.Settings`) `bank` (a path or
+    Dataset; default the shipped bank) was assembled with, or None (a bank from before
+    the gain: its profiles were summed as they are)."""
     import json
+
+    import xarray as xr
+
+    from prob.io import signals_deferred
+    from simulate.cli import default_bank_path
+    from simulate.coherence import Settings
+
+    if bank is None or isinstance(bank, str | Path):
+        with signals_deferred(), xr.open_dataset(bank or default_bank_path()) as ds:
+            attrs = dict(ds.attrs)
+    else:
+        attrs = dict(bank.attrs)
+    if "lattice_settings" not in attrs:
+        return None
+    fields = json.loads(attrs["lattice_settings"])
+    return Settings(**{**fields, "repeats": tuple(fields["repeats"])})
+
+
+def _profiles(context: Context, kinds, runs: Path, fingerprint: str, lattice=None) -> dict:
+    import json
+
+    from simulate.bank import LatticeRun
+    from simulate.coherence import lattice_gain
 
     cache = RunCache(runs, fingerprint)
     abtem = json.loads(fingerprint)["abtem"]
     edges = np.arange(round(abtem["max_angle"] / abtem["angle_step"]) + 1) * abtem["angle_step"]
+    gain = 1.0
+    if lattice is not None:
+        run = LatticeRun(context.host, context.kv, context.convergence, 0.0, lattice)
+        if run not in cache:
+            raise ValueError(
+                f"context={context.to_json()}: no lattice gain {run.slug} in {str(runs)!r} "
+                "(build the bank for this case first)"
+            )
+        inner, outer = context.detector_inner, context.detector_outer
+        lo, hi = (int(np.flatnonzero(np.isclose(edges, a))[0]) for a in (inner, outer))
+        gain = lattice_gain(cache.load(run), slice(lo, hi))
     out = {}
     for kind in kinds:
         run = ProfileRun(kind, context.kv, context.convergence, 0.0)
@@ -86,7 +123,7 @@ def _profiles(context: Context, kinds, runs: Path, fingerprint: str) -> dict:
                 f"{str(runs)!r} (build the bank for this case first)"
             )
         profile = detector_profile(
-            cache.load(run), edges, context.detector_inner, context.detector_outer
+            cache.load(run) * gain, edges, context.detector_inner, context.detector_outer
         )
         out[kind] = radial_spline(profile)
     return out
@@ -111,7 +148,8 @@ def simulate_field(
     `class_probs` gives, per site type, probabilities over
     :func:`prob.classes.classes_of` (e.g. a context-aware prior, or a boosted one).
     The column profiles are those in `runs` (default: the shipped cache) that `bank`
-    (a path or Dataset; default: the shipped bank) was assembled from.
+    (a path or Dataset; default: the shipped bank) was assembled from, scaled by its
+    lattice gain where it has one (:mod:`simulate.coherence`).
     """
     rng = np.random.default_rng(seed)
     host = host_of(context.host_metal, context.host_chalcogen)
@@ -147,6 +185,7 @@ def simulate_field(
         {k for k in kinds.values() if k is not None},
         Path(runs or default_runs_path()),
         shipped_run_fingerprint(bank),
+        shipped_lattice(bank),
     )
     image = np.zeros(shape)
     r_px = int(np.ceil(RADIUS_MAX / pixel_size))

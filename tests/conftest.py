@@ -11,6 +11,7 @@ import pytest
 
 from prob.grid import select_cases
 from simulate.bank import BankConfig, build_bank
+from simulate.coherence import Settings
 from simulate.engine import EngineConfig
 
 _TMP = tempfile.mkdtemp(prefix="ctxdefect-tests-")
@@ -44,7 +45,8 @@ TINY_CONFIG = BankConfig(
         atoms_on_grid=False,
         phonon_radial_nodes=1,
         phonon_angles=2,
-    )
+    ),
+    lattice=Settings(repeats=(3, 2), configs=1, near=3.0),
 )
 
 

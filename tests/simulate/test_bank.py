@@ -130,15 +130,48 @@ def test_runs_are_handed_out_as_threads_free_up_to_every_worker(tmp_path):
     assert max(known for *_, known in _RAN) <= 2
 
 
-def test_chalcogen_profiles_are_handed_out_first(tiny_bank):
-    from simulate.bank import handout_order
+def test_slow_runs_are_handed_out_first(tiny_bank):
+    from simulate.bank import LatticeRun, handout_order
 
     cases = tiny_bank[0]
     runs = sorted({r for rs in plan(cases, CONFIG)[0].values() for r in rs}, key=lambda r: r.slug)
+
+    def rank(r):
+        return 1 if isinstance(r, LatticeRun) else (0 if "@" in r.kind.name else 2)
+
     order = handout_order(runs)
-    slow = ["@" in r.kind.name for r in order]
-    assert any(slow) and not all(slow)  # the premise: a case needs both kinds
-    assert slow == sorted(slow, reverse=True)  # every chalcogen profile before any metal
-    assert [r for r in order if "@" not in r.kind.name] == [
-        r for r in runs if "@" not in r.kind.name
-    ]  # otherwise the order given
+    ranks = [rank(r) for r in order]
+    assert set(ranks) == {0, 1, 2}  # the premise: a case needs every kind
+    assert ranks == sorted(ranks)  # chalcogen profiles, then lattice gains, then the rest
+    assert [r for r in order if rank(r) == 2] == [r for r in runs if rank(r) == 2]
+
+
+def test_templates_carry_the_lattice_gain(tiny_bank):
+    """Each template is its columns' profiles summed, times the host lattice's gain over
+    the detector's angles: the same runs with F = S give the templates divided by it."""
+    from simulate.bank import LatticeRun, assemble_entry, runs_for_entry
+    from simulate.coherence import lattice_gain
+    from simulate.templates import VARIANTS
+
+    cases, _, folder, _ = tiny_bank
+    cache = RunCache(folder / "runs", CONFIG)
+    entries = plan(cases, CONFIG)[0]
+    key = next(k for k in entries if k[5] == "M")
+    runs = runs_for_entry(key, CONFIG)
+    lattice = [r for r in runs if isinstance(r, LatticeRun)]
+    assert {r.defocus for r in lattice} == {v.defocus for v in VARIANTS}
+    edges = CONFIG.abtem.angle_edges
+    bins = slice(*(int(np.flatnonzero(np.isclose(edges, a))[0]) for a in (key[3], key[4])))
+    gains = {r.defocus: lattice_gain(cache.load(r), bins) for r in lattice}
+    assert all(abs(g - 1) > 1e-4 for g in gains.values())  # the premise: not 1 here
+    with_gain = assemble_entry(key, runs, cache)
+    kept = {r: cache.load(r) for r in lattice}
+    for r in lattice:  # the same runs, the lattice equal to its columns' sum
+        cache.save(r, np.ones_like(kept[r]))
+    try:
+        without = assemble_entry(key, runs, cache)
+    finally:
+        for r, array in kept.items():
+            cache.save(r, array)
+    for v, variant in enumerate(VARIANTS):
+        np.testing.assert_allclose(with_gain[v], gains[variant.defocus] * without[v], rtol=1e-6)
