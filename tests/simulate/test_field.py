@@ -86,3 +86,34 @@ def test_abtem_field_is_one_simulation_of_the_drawn_cell():
             assert value[dim].max() < value[brighter].min(), label
     again = simulate_field_abtem(CONTEXT, RATES, repeats=(3, 2), seed=3, config=config)
     assert np.array_equal(again.image, field.image)
+
+
+def test_a_bank_with_a_lattice_gain_scales_its_fields_by_it(tiny_bank):
+    """Fields are drawn like the bank's templates: a bank assembled with the lattice's gain
+    (simulate.coherence) gives fields that gain times brighter than its bare profiles."""
+    from simulate.bank import LatticeRun, RunCache
+    from simulate.coherence import lattice_gain
+    from simulate.field import shipped_lattice
+    from tests.conftest import TINY_CONFIG
+
+    cases, bank, folder, _ = tiny_bank
+    context = cases[0].context
+    settings = shipped_lattice(bank)
+    assert settings == TINY_CONFIG.lattice
+    rates = {"metal": np.array([0.8, 0.1, 0.1]), "chalcogen": np.array([0.8, 0.1, 0.1, 0.0])}
+    kw = dict(shape=(50, 50), seed=3, runs=folder / "runs")
+    gained = simulate_field(context, rates, bank=bank, **kw)
+    bare = bank.copy()
+    del bare.attrs["lattice_settings"]  # a bank from before the gain
+    plain = simulate_field(context, rates, bank=bare, **kw)
+    edges = TINY_CONFIG.abtem.angle_edges
+    bins = slice(
+        *(
+            int(np.flatnonzero(np.isclose(edges, a))[0])
+            for a in (context.detector_inner, context.detector_outer)
+        )
+    )
+    run = LatticeRun(context.host, context.kv, context.convergence, 0.0, settings)
+    gain = lattice_gain(RunCache(folder / "runs", TINY_CONFIG).load(run), bins)
+    assert abs(gain - 1) > 1e-4  # the premise
+    np.testing.assert_allclose(gained.image, gain * plain.image, rtol=1e-6, atol=1e-12)
