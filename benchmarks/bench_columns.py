@@ -263,30 +263,29 @@ def pristine_cell(host: str, repeats=(4, 3), vacuum: float = 2.0):
 
 
 def engine_centres(host: str, kv: float, detector: str, cache_dir: Path) -> tuple[float, float]:
-    """M and X2 template centres of the column engine (ideal variant), via the run cache."""
-    from prob.context import Context
-    from simulate.bank import BankConfig, ProfileRun, RunCache
-    from simulate.columns import detector_profile
-    from simulate.templates import VARIANTS, WINDOW, assemble, radial_spline, site_columns
+    """M and X2 template centres of the column engine (ideal variant), assembled as the bank
+    assembles them (its lattice gain included) from the run cache, missing runs made."""
+    from simulate.bank import BankConfig, RunCache, assemble_entry, runs_for_entry
+    from simulate.templates import WINDOW
 
-    config = BankConfig()
+    config = BankConfig(variants=(0,))  # the ideal variant; the same runs as the bank's
     cache = RunCache(cache_dir, config)
-    context = Context.from_host(host, dopant="none", substituent="none")
     inner, outer = DETECTORS[detector]
     out = []
     for label in ("M", "X2"):
-        placed = site_columns(label, context, VARIANTS[0])
-        splines = {}
-        for p in placed:
-            if p.kind in splines:
-                continue
-            run = ProfileRun(p.kind, kv, CONVERGENCE, 0.0)
+        key = (host, kv, CONVERGENCE, inner, outer, label, "")
+        runs = runs_for_entry(key, config)
+        for run in runs:
             if run not in cache:
-                cache.save(run, run.run(config, {context.host_metal}))
-            profile = detector_profile(cache.load(run), config.abtem.angle_edges, inner, outer)
-            splines[p.kind] = radial_spline(profile)
-        out.append(float(assemble(placed, splines)[WINDOW // 2, WINDOW // 2]))
+                cache.save(run, run.run(config, {host_metal(host)}))
+        out.append(float(assemble_entry(key, runs, cache)[0, WINDOW // 2, WINDOW // 2]))
     return out[0], out[1]
+
+
+def host_metal(host: str) -> str:
+    from prob.materials import get_host
+
+    return get_host(host).metal
 
 
 def part_templates(out: Path, cache_dir: Path) -> tuple[float, float]:
