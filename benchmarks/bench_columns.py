@@ -265,6 +265,7 @@ def pristine_cell(host: str, repeats=(4, 3), vacuum: float = 2.0):
 def engine_centres(host: str, kv: float, detector: str, cache_dir: Path) -> tuple[float, float]:
     """M and X2 template centres of the column engine (ideal variant), assembled as the bank
     assembles them (its lattice gain included) from the run cache, missing runs made."""
+    from prob.materials import get_host
     from simulate.bank import BankConfig, RunCache, assemble_entry, runs_for_entry
     from simulate.templates import WINDOW
 
@@ -277,15 +278,9 @@ def engine_centres(host: str, kv: float, detector: str, cache_dir: Path) -> tupl
         runs = runs_for_entry(key, config)
         for run in runs:
             if run not in cache:
-                cache.save(run, run.run(config, {host_metal(host)}))
+                cache.save(run, run.run(config, {get_host(host).metal}))
         out.append(float(assemble_entry(key, runs, cache)[0, WINDOW // 2, WINDOW // 2]))
     return out[0], out[1]
-
-
-def host_metal(host: str) -> str:
-    from prob.materials import get_host
-
-    return get_host(host).metal
 
 
 def part_templates(out: Path, cache_dir: Path) -> tuple[float, float]:

@@ -56,10 +56,8 @@ def default_runs_path() -> Path:
     return Path(__file__).parent / "data" / "runs"
 
 
-def shipped_run_fingerprint(bank=None) -> str:
-    """The fingerprint of the runs that `bank` (a path or Dataset; default the shipped
-    bank) was assembled from: fields are drawn from the same profiles as the bank the
-    models were trained on, whatever the current EngineConfig defaults are."""
+def _bank_attrs(bank=None) -> dict:
+    """The attrs of `bank` (a path or Dataset; default the shipped bank), read once."""
     import xarray as xr
 
     from prob.io import signals_deferred
@@ -67,27 +65,29 @@ def shipped_run_fingerprint(bank=None) -> str:
 
     if bank is None or isinstance(bank, str | Path):
         with signals_deferred(), xr.open_dataset(bank or default_bank_path()) as ds:
-            return bank_run_fingerprint(ds.attrs)
-    return bank_run_fingerprint(bank.attrs)
+            return dict(ds.attrs)
+    return dict(bank.attrs)
+
+
+def shipped_run_fingerprint(bank=None) -> str:
+    """The fingerprint of the runs that `bank` (a path or Dataset; default the shipped
+    bank) was assembled from: fields are drawn from the same profiles as the bank the
+    models were trained on, whatever the current EngineConfig defaults are."""
+    return bank_run_fingerprint(_bank_attrs(bank))
 
 
 def shipped_lattice(bank=None):
     """The lattice-gain settings (:class:`simulate.coherence.Settings`) `bank` (a path or
     Dataset; default the shipped bank) was assembled with, or None (a bank from before
     the gain: its profiles were summed as they are)."""
+    return _lattice_settings(_bank_attrs(bank))
+
+
+def _lattice_settings(attrs: dict):
     import json
 
-    import xarray as xr
-
-    from prob.io import signals_deferred
-    from simulate.cli import default_bank_path
     from simulate.coherence import Settings
 
-    if bank is None or isinstance(bank, str | Path):
-        with signals_deferred(), xr.open_dataset(bank or default_bank_path()) as ds:
-            attrs = dict(ds.attrs)
-    else:
-        attrs = dict(bank.attrs)
     if "lattice_settings" not in attrs:
         return None
     fields = json.loads(attrs["lattice_settings"])
@@ -180,12 +180,13 @@ def simulate_field(
     for (_site_type, _), label in zip(columns, labels, strict=True):
         kind = kind_of(column_atoms(label, context).elements, host)
         kinds[label] = kind
+    attrs = _bank_attrs(bank)
     splines = _profiles(
         context,
         {k for k in kinds.values() if k is not None},
         Path(runs or default_runs_path()),
-        shipped_run_fingerprint(bank),
-        shipped_lattice(bank),
+        bank_run_fingerprint(attrs),
+        _lattice_settings(attrs),
     )
     image = np.zeros(shape)
     r_px = int(np.ceil(RADIUS_MAX / pixel_size))
